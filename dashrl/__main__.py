@@ -1,0 +1,7 @@
+"""``python -m dashrl`` is the ``dashrl`` command."""
+
+import sys
+
+from dashrl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""RL math as small pure tensor functions: advantages, log-probs, losses, KL, aggregation."""

@@ -1,0 +1,107 @@
+"""The ``dashrl`` command: ``train`` and ``eval``.
+
+    dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR]
+    dashrl eval  [CONFIG.yaml] [key=value ...] [--checkpoint DIR] [--out FILE.jsonl]
+
+Bad input (unknown key, bad value, missing file or model, ...) prints one line
+``dashrl: error: ...`` and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dashrl.errors import UserError
+
+
+def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
+    """The optional config path (first item without '=') and the key=value overrides."""
+    config, overrides = None, []
+    for item in items:
+        if "=" in item:
+            overrides.append(item)
+        elif config is None:
+            config = item
+        else:
+            raise UserError(f"unexpected argument '{item}' (overrides are key=value)")
+    return config, overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dashrl.config import load_config
+    from dashrl.train.run import format_summary, prepare, resume_config, train
+
+    config_path, overrides = _split_args(args.items)
+    if args.resume:
+        if config_path:
+            raise UserError("--resume takes the run's own config; pass only key=value overrides")
+        config = resume_config(Path(args.resume), overrides)
+    else:
+        config = load_config(config_path, overrides)
+    progress = config.log.progress and not args.no_progress
+    setup = prepare(config, resume=bool(args.resume), progress=progress)
+    summary = train(setup, progress=progress)
+    print(format_summary(summary))
+    print(f"run directory: {config.log.run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from dashrl.config import load_config
+    from dashrl.eval.evaluate import evaluate
+    from dashrl.models import load_model, load_tokenizer, resolve_model_path
+    from dashrl.rollout.hf_engine import HFEngine
+    from dashrl.tasks import get_task
+
+    config_path, overrides = _split_args(args.items)
+    config = load_config(config_path, overrides)
+    task = get_task(config.task.name, config.task.eval_seed)
+    path = resolve_model_path(args.checkpoint or config.model.path, progress=not args.no_progress)
+    engine = HFEngine(load_model(path, config.model.dtype), load_tokenizer(path))
+    problems = task.eval_problems(config.eval.num_problems, config.task.eval_seed)
+    result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens)
+    print(f"{'metric':<24}{'value':>10}")
+    for key, value in result.metrics.items():
+        print(f"{key:<24}{value if 'length' in key else value * 100:>10.1f}")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r) + "\n" for r in result.records))
+        print(f"per-problem results: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dashrl", description="RL for language-model reasoning, with DASH.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a policy with RL (default: the built-in testbed)")
+    train.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(func=cmd_train)
+    ev = sub.add_parser("eval", help="evaluate a model on held-out problems")
+    ev.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
+    ev.add_argument("--checkpoint", metavar="DIR", help="model directory to evaluate (default: model.path)")
+    ev.add_argument("--out", metavar="FILE", help="write per-problem results as JSONL")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ev.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"dashrl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dashrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Held-out evaluation: greedy pass@1, sampled pass@1 and pass@k, completion length.
+
+Problems are sent to the engine ``batch_size`` prompts at a time. Returns the
+metrics and, per problem, the completions with their scores and reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dashrl.config import EvalConfig
+from dashrl.eval.passk import mean_pass_at_k
+from dashrl.rollout.engine import Engine, SamplingParams
+from dashrl.tasks.base import Problem, Task
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    records: list[dict] = field(default_factory=list)  # one per completion: id, prompt, completion, score, reason, mode
+
+
+def _run(engine: Engine, task: Task, problems: list[Problem], n: int, sampling: SamplingParams, batch_size: int):
+    """Yield (problem, [(completion, RewardResult), ...]) for every problem."""
+    per_call = max(1, batch_size // n)
+    for start in range(0, len(problems), per_call):
+        chunk = problems[start : start + per_call]
+        for problem, group in zip(chunk, engine.generate([p.prompt for p in chunk], n, sampling)):
+            yield problem, [(c, task.score(c.text, problem)) for c in group]
+
+
+def evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int) -> EvalResult:
+    metrics: dict[str, float] = {}
+    records: list[dict] = []
+
+    def run(mode: str, n: int, sampling: SamplingParams) -> list[tuple[int, int]]:
+        counts, lengths = [], []
+        for problem, scored in _run(engine, task, problems, n, sampling, cfg.batch_size):
+            correct = sum(r.score >= 1.0 for _, r in scored)
+            counts.append((n, correct))
+            for completion, result in scored:
+                lengths.append(len(completion.token_ids))
+                records.append({"id": problem.id, "mode": mode, "prompt": problem.prompt, "completion": completion.text,
+                                "score": result.score, "reason": result.reason, "answer": problem.answer})
+        metrics[f"{mode}/mean_length"] = sum(lengths) / max(len(lengths), 1)
+        return counts
+
+    greedy = run("greedy", 1, SamplingParams(max_new_tokens=max_new_tokens, greedy=True))
+    metrics["greedy/pass@1"] = mean_pass_at_k(greedy, 1)
+    if cfg.samples:
+        sampled = run("sampled", cfg.samples, SamplingParams(temperature=cfg.temperature, max_new_tokens=max_new_tokens))
+        for k in sorted(set(cfg.ks) | {1}):
+            metrics[f"sampled/pass@{k}"] = mean_pass_at_k(sampled, k)
+    return EvalResult(metrics=metrics, records=records)

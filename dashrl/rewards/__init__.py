@@ -1,0 +1,1 @@
+"""Reward functions that score a model completion against a reference answer."""

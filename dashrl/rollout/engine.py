@@ -1,0 +1,51 @@
+"""The engine contract: what the trainer needs from an inference engine.
+
+An engine owns its own copy of the policy weights. The trainer asks it for
+completions and, after every optimizer step, pushes new weights with
+``load_weights``. Nothing in the contract assumes the engine shares memory with
+the trainer, so an engine can live in another process or be vLLM / SGLang.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. ``greedy`` ignores temperature / top_p / top_k."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 64
+    greedy: bool = False
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion of one prompt.
+
+    prompt_ids: prompt token ids as the engine tokenized them, (prompt_len,)
+    token_ids:  generated ids, EOS included when emitted, no padding, (completion_len,)
+    text:       decoded completion without special tokens
+    finish_reason: "stop" (EOS emitted) or "length" (hit max_new_tokens)
+    """
+
+    prompt_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    text: str
+    finish_reason: Literal["stop", "length"]
+
+
+class Engine(Protocol):
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        """``n`` completions for each prompt: result[i] is prompt i's group of n."""
+        ...
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the engine's weights with the trainer's (same names and shapes)."""
+        ...

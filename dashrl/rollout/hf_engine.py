@@ -1,0 +1,57 @@
+"""An in-process engine on Hugging Face transformers' ``generate``.
+
+Prompts are left-padded into one batch and each is repeated ``n`` times; the KV
+cache is on (transformers' default). Completions are cut at the first EOS. The
+engine keeps its own model object, so ``load_weights`` is a real copy, as it
+would be for an engine in another process.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from dashrl.rollout.engine import Completion, SamplingParams
+
+
+class HFEngine:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+        device = self.model.device
+        input_ids = enc["input_ids"].repeat_interleave(n, dim=0).to(device)
+        attention_mask = enc["attention_mask"].repeat_interleave(n, dim=0).to(device)
+        kwargs = dict(do_sample=False) if sampling.greedy else dict(
+            do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
+        )
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            **kwargs,
+        )
+        generated = out[:, input_ids.shape[1] :].tolist()
+        groups: list[list[Completion]] = []
+        for i, prompt_mask in enumerate(enc["attention_mask"]):
+            prompt_ids = tuple(enc["input_ids"][i][prompt_mask.bool()].tolist())
+            groups.append([self._completion(prompt_ids, generated[i * n + j]) for j in range(n)])
+        return groups
+
+    def _completion(self, prompt_ids: tuple[int, ...], ids: list[int]) -> Completion:
+        if self.eos_id in ids:
+            ids, reason = ids[: ids.index(self.eos_id) + 1], "stop"
+        else:
+            reason = "length"
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Completion(prompt_ids=prompt_ids, token_ids=tuple(ids), text=text, finish_reason=reason)
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state, strict=True)

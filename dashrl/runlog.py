@@ -1,0 +1,76 @@
+"""A run directory: resolved config, metrics.jsonl, summary, optional TensorBoard / W&B.
+
+Layout::
+
+    RUN_DIR/config.yaml      the resolved config
+    RUN_DIR/metrics.jsonl    one JSON line per step (and one per evaluation)
+    RUN_DIR/checkpoints/     see dashrl.train.checkpoint
+    RUN_DIR/summary.json     written at the end
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from dashrl.config import Config, to_yaml
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, config: Config, resume_step: int | None = None):
+        self.dir = run_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.yaml").write_text(to_yaml(config))
+        self.metrics_path = self.dir / "metrics.jsonl"
+        if resume_step is not None:
+            self._truncate_after(resume_step)
+        elif self.metrics_path.exists():
+            self.metrics_path.unlink()
+        self._tb = self._wandb = None
+        if config.log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+        if config.log.wandb_project:
+            import wandb
+
+            self._wandb = wandb.init(project=config.log.wandb_project, dir=str(self.dir), config=config.model_dump(mode="json"))
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop lines logged after the checkpoint we resume from (they will be redone)."""
+        if not self.metrics_path.exists():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def log(self, step: int, metrics: dict) -> None:
+        row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+        if self._tb:
+            for key, value in numeric.items():
+                self._tb.add_scalar(key, value, step)
+        if self._wandb:
+            self._wandb.log(numeric, step=step)
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+
+    def write_summary(self, summary: dict) -> None:
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    def close(self) -> None:
+        if self._tb:
+            self._tb.close()
+        if self._wandb:
+            self._wandb.finish()
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,128 @@
+"""Build (once) and cache the testbed's base checkpoint.
+
+The base model is made by a short supervised pretraining of the tiny model on
+reference solutions, stopped as soon as greedy accuracy on a calibration set
+(disjoint from evaluation) reaches ``target_accuracy``: a base that is right
+sometimes, so that RL has both signal and room. Deterministic for a given seed
+on a given machine. Cached under ``$DASHRL_CACHE`` (default ``~/.cache/dashrl``)
+and written atomically, so a second run reuses it and a killed build leaves
+nothing that loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dashrl.rewards.math import score_math
+from dashrl.tasks.testbed import ArithmeticTask
+from dashrl.testbed.model import build_model, build_tokenizer
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    seed: int = 0
+    hidden: int = 64
+    layers: int = 3
+    lr: float = 3e-3
+    batch_size: int = 64
+    max_steps: int = 2000
+    check_every: int = 50
+    calibration_size: int = 128
+    calibration_seed: int = 12345
+    target_accuracy: float = 0.25
+    version: int = 1  # bump when the task or model code changes what gets built
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DASHRL_CACHE", Path.home() / ".cache" / "dashrl"))
+
+
+def base_checkpoint_dir(spec: PretrainSpec = PretrainSpec()) -> Path:
+    key = hashlib.sha1(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:10]
+    return cache_root() / f"testbed-base-{key}"
+
+
+def ensure_base_checkpoint(spec: PretrainSpec = PretrainSpec(), progress: bool = True) -> Path:
+    """Path of the cached base checkpoint, pretraining it first if needed."""
+    final = base_checkpoint_dir(spec)
+    if (final / "config.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    try:
+        model, tokenizer, info = pretrain(spec, progress)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "pretrain.json").write_text(json.dumps({"spec": asdict(spec), **info}, indent=2))
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _sft_batch(tokenizer, problems):
+    """Prompt + solution + EOS, loss only on solution tokens."""
+    prompts = [tokenizer(p.prompt)["input_ids"] for p in problems]
+    full = [tokenizer(p.prompt + p.solution)["input_ids"] + [tokenizer.eos_token_id] for p in problems]
+    width = max(len(f) for f in full)
+    input_ids = torch.full((len(full), width), tokenizer.pad_token_id)
+    labels = torch.full((len(full), width), -100)
+    mask = torch.zeros((len(full), width), dtype=torch.long)
+    for i, (p, f) in enumerate(zip(prompts, full)):
+        input_ids[i, : len(f)] = torch.tensor(f)
+        labels[i, len(p) : len(f)] = torch.tensor(f[len(p) :])
+        mask[i, : len(f)] = 1
+    return input_ids, mask, labels
+
+
+@torch.no_grad()
+def greedy_accuracy(model, tokenizer, problems, max_new_tokens: int = 64) -> float:
+    enc = tokenizer([p.prompt for p in problems], return_tensors="pt", padding=True, padding_side="left")
+    model.eval()
+    out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model.train()
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return sum(score_math(t, p.answer).score for t, p in zip(texts, problems)) / len(problems)
+
+
+def pretrain(spec: PretrainSpec, progress: bool = True):
+    torch.manual_seed(spec.seed)
+    tokenizer = build_tokenizer()
+    model = build_model(len(tokenizer), spec.seed, spec.hidden, spec.layers)
+    task = ArithmeticTask()
+    stream = task.train_stream(spec.seed + 7919)
+    calibration = ArithmeticTask().eval_problems(spec.calibration_size, spec.calibration_seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.0)
+    model.train()
+    accuracy, step = 0.0, 0
+    bar = tqdm(total=spec.max_steps, desc="building testbed base model", disable=not progress, leave=False)
+    for step in range(1, spec.max_steps + 1):
+        input_ids, mask, labels = _sft_batch(tokenizer, [next(stream) for _ in range(spec.batch_size)])
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.update(1)
+        if step % spec.check_every == 0:
+            accuracy = greedy_accuracy(model, tokenizer, calibration)
+            bar.set_postfix(loss=f"{loss.item():.3f}", calib_acc=f"{accuracy:.2f}")
+            if accuracy >= spec.target_accuracy:
+                break
+    bar.close()
+    model.eval()
+    return model, tokenizer, {"steps": step, "calibration_accuracy": accuracy}

@@ -1,0 +1,1 @@
+"""Training: scored samples -> micro-batches -> loss -> optimizer step -> weight sync."""

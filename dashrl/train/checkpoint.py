@@ -1,0 +1,217 @@
+"""Atomic checkpoints of a training run: model, tokenizer, optimizer, scheduler, RNG.
+
+Layout under ``run_dir/checkpoints/``::
+
+    step_000100/model/            Hugging Face format (plain from_pretrained loads it)
+    step_000100/trainer_state.pt  optimizer, scheduler, RNG states, step, extra
+    latest                        text file naming the newest step directory
+
+A checkpoint is written into a ``.tmp-*`` directory, fsynced, then renamed to
+its final ``step_*`` name, and only then is ``latest`` replaced (via a temp
+file and ``os.replace``). A crash at any point therefore leaves either the
+previous checkpoint or the new complete one visible to ``latest_checkpoint``;
+leftover ``.tmp-*`` entries are ignored and removed by the next save.
+
+Simplifications: one writer per run directory (no locking); a checkpoint
+holds a single process's state (no sharded / distributed optimizer state);
+saving a step that already exists replaces it, and during that swap
+``latest_checkpoint`` may briefly fall back to the next-highest complete step.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+TRAINER_STATE = "trainer_state.pt"
+MODEL = "model"
+TMP_PREFIX = ".tmp-"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def _step_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file under ``root`` and every directory entry to disk."""
+    for dirpath, _, filenames in os.walk(root):
+        for filename in filenames:
+            with open(Path(dirpath) / filename, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _remove_atomically(path: Path) -> None:
+    """Rename ``path`` to a ``.tmp-`` name first, so a half-deleted dir is never visible."""
+    doomed = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}del-", dir=path.parent))
+    os.replace(path, doomed / path.name)
+    _remove(doomed)
+
+
+def _clean_tmp(ckpt_root: Path) -> None:
+    for entry in ckpt_root.glob(f"{TMP_PREFIX}*"):
+        _remove(entry)
+
+
+def _rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        states["numpy"] = np.random.get_state()
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    torch.set_rng_state(states["torch"])
+    if "numpy" in states:
+        import numpy as np
+
+        np.random.set_state(states["numpy"])
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _write_latest(ckpt_root: Path, name: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{LATEST}-", dir=ckpt_root)
+    os.fchmod(fd, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, ckpt_root / LATEST)
+    _fsync_dir(ckpt_root)
+
+
+def _move_into_place(tmp_dir: Path, final: Path) -> None:
+    """Rename ``tmp_dir`` to ``final``, replacing an existing checkpoint of the same step."""
+    if final.exists():
+        _remove_atomically(final)
+    os.replace(tmp_dir, final)
+    _fsync_dir(final.parent)
+
+
+def _step_dirs(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """All ``step_*`` directories as (step, path), ascending by step."""
+    found = []
+    for entry in ckpt_root.iterdir() if ckpt_root.is_dir() else []:
+        match = _STEP_DIR.match(entry.name)
+        if match and entry.is_dir():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def _prune(ckpt_root: Path, keep_last: int, just_saved: Path) -> None:
+    """Keep the ``keep_last`` highest steps (always including ``just_saved``)."""
+    others = [path for _, path in _step_dirs(ckpt_root) if path != just_saved]
+    for path in others[: max(len(others) - (keep_last - 1), 0)]:
+        _remove_atomically(path)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    extra: dict[str, Any],
+    keep_last: int | None = None,
+) -> Path:
+    """Atomically write checkpoint ``step`` and point ``latest`` at it; return its dir."""
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
+    ckpt_root = Path(run_dir) / CHECKPOINTS
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    _clean_tmp(ckpt_root)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{_step_name(step)}-", dir=ckpt_root))
+    tmp_dir.chmod(0o755)
+    model.save_pretrained(tmp_dir / MODEL)
+    tokenizer.save_pretrained(tmp_dir / MODEL)
+    state = {
+        "step": step,
+        "extra": extra,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": _rng_states(),
+    }
+    torch.save(state, tmp_dir / TRAINER_STATE)
+    _fsync_tree(tmp_dir)
+    final = ckpt_root / _step_name(step)
+    _move_into_place(tmp_dir, final)
+    _write_latest(ckpt_root, final.name)
+    if keep_last is not None:
+        _prune(ckpt_root, keep_last, final)
+    return final
+
+
+def _is_complete(ckpt_dir: Path) -> bool:
+    return (ckpt_dir / TRAINER_STATE).is_file() and (ckpt_dir / MODEL).is_dir()
+
+
+def _read_latest(ckpt_root: Path) -> Path | None:
+    try:
+        name = (ckpt_root / LATEST).read_text().strip()
+    except OSError:
+        return None
+    if not _STEP_DIR.match(name):
+        return None
+    return ckpt_root / name
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint named by ``latest`` if complete, else the highest complete step dir."""
+    ckpt_root = Path(run_dir) / CHECKPOINTS
+    named = _read_latest(ckpt_root)
+    if named is not None and _is_complete(named):
+        return named
+    complete = [path for _, path in _step_dirs(ckpt_root) if _is_complete(path)]
+    return complete[-1] if complete else None
+
+
+def load_trainer_state(
+    ckpt_dir: Path, optimizer: torch.optim.Optimizer | None, scheduler: Any
+) -> dict[str, Any]:
+    """Restore optimizer, scheduler and RNG states; return ``{"step", "extra"}``.
+
+    Optimizer tensors are loaded on CPU; ``Optimizer.load_state_dict`` moves them
+    to each parameter's device. Pass ``None`` to skip the optimizer or scheduler.
+    """
+    state = torch.load(Path(ckpt_dir) / TRAINER_STATE, map_location="cpu", weights_only=False)
+    if optimizer is not None and state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    _restore_rng_states(state["rng"])
+    return {"step": state["step"], "extra": state["extra"]}

@@ -1,0 +1,162 @@
+"""A whole training run: set up, evaluate, train with checkpoints, evaluate, summarise.
+
+Everything that can fail on bad input (config, task, model path, resume
+directory) is checked before the run directory is touched. The base model is
+evaluated before the first step and the trained one after the last, and the
+summary holds both, so every run reports what RL changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dashrl.config import Config, load_config
+from dashrl.errors import UserError
+from dashrl.eval.evaluate import evaluate
+from dashrl.models import load_model, load_tokenizer, resolve_model_path
+from dashrl.rollout.hf_engine import HFEngine
+from dashrl.runlog import RunLog
+from dashrl.tasks import get_task
+from dashrl.timing import summarize_shares
+from dashrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from dashrl.train.trainer import Trainer
+
+HEADLINE = ("greedy/pass@1", "sampled/pass@1")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Setup:
+    config: Config
+    trainer: Trainer
+    resume_from: Path | None
+
+
+def resume_config(run_dir: Path, overrides: list[str]) -> Config:
+    """The config a run was started with, plus new overrides (e.g. more steps)."""
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
+    config = load_config(run_dir / "config.yaml", overrides)
+    config.log.run_dir = str(run_dir)
+    return config
+
+
+def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setup:
+    """Load task, models and engine; raises UserError before anything is written."""
+    run_dir = Path(config.log.run_dir)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise UserError(f"cannot resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+    task = get_task(config.task.name, config.task.eval_seed)
+    model_path = resolve_model_path(config.model.path, progress=progress)
+    seed_everything(config.train.seed)
+    tokenizer = load_tokenizer(model_path)
+    policy = load_model(str(checkpoint / "model") if checkpoint else model_path, config.model.dtype)
+    policy.train()
+    reference = None
+    if config.algo.beta > 0:  # only then is a reference model loaded
+        reference = load_model(model_path, config.model.dtype).eval().requires_grad_(False)
+    engine = HFEngine(copy.deepcopy(policy), tokenizer)
+    trainer = Trainer(config, policy, tokenizer, engine, task, reference)
+    return Setup(config, trainer, checkpoint)
+
+
+def _eval(trainer: Trainer, config: Config, problems) -> dict:
+    result = evaluate(trainer.engine, trainer.task, problems, config.eval, config.sampling.max_new_tokens)
+    return {f"eval/{k}": v for k, v in result.metrics.items()}
+
+
+def train(setup: Setup, progress: bool = True) -> dict:
+    """Run (or continue) training; returns the summary written to summary.json."""
+    config, trainer = setup.config, setup.trainer
+    start_wall = time.perf_counter()
+    prior_wall = 0.0
+    resume_step = None
+    if setup.resume_from is not None:
+        state = load_trainer_state(setup.resume_from, trainer.optimizer, trainer.scheduler)
+        resume_step = trainer.step = state["step"]
+        prior_wall = state["extra"].get("wall_seconds", 0.0)
+        trainer.skip_problems(trainer.step)
+    log = RunLog(Path(config.log.run_dir), config, resume_step)
+    eval_problems = trainer.task.eval_problems(config.eval.num_problems, config.task.eval_seed)
+    timer_eval = 0.0
+
+    def wall() -> float:
+        return prior_wall + time.perf_counter() - start_wall
+
+    def checkpoint() -> None:
+        save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer, trainer.scheduler,
+                        {"wall_seconds": wall()}, keep_last=config.log.keep_last)
+
+    if resume_step is None:
+        t0 = time.perf_counter()
+        log.log(0, {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0})
+        timer_eval += time.perf_counter() - t0
+
+    bar = tqdm(total=config.train.steps, initial=trainer.step, desc="RL", disable=not progress, dynamic_ncols=True)
+    while trainer.step < config.train.steps:
+        t0 = time.perf_counter()
+        metrics = trainer.train_step(trainer.next_problems())
+        step = trainer.step
+        last = step == config.train.steps
+        if last or (config.eval.every and step % config.eval.every == 0):
+            t_eval = time.perf_counter()
+            metrics.update(_eval(trainer, config, eval_problems))
+            metrics["time/evaluation"] = time.perf_counter() - t_eval
+        if last or (config.log.save_every and step % config.log.save_every == 0):
+            t_ckpt = time.perf_counter()
+            checkpoint()
+            metrics["time/checkpoint"] = time.perf_counter() - t_ckpt
+        metrics["time/step"] = time.perf_counter() - t0
+        metrics["wall_seconds"] = wall()
+        log.log(step, metrics)
+        bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['reward/accuracy']:.2f}",
+                        s_per_step=f"{metrics['time/step']:.2f}")
+        bar.update(1)
+    bar.close()
+    summary = summarize(log.read_metrics(), wall())
+    log.write_summary(summary)
+    log.close()
+    return summary
+
+
+def summarize(rows: list[dict], wall_seconds: float) -> dict:
+    """Before/after evaluation, wall time, time per step and each stage's share, from metrics.jsonl."""
+    evals = [r for r in rows if "eval/greedy/pass@1" in r]
+    steps = [r for r in rows if "time/step" in r]
+    before, after = (evals[0], evals[-1]) if evals else ({}, {})
+    stage_rows = [{k[5:]: v for k, v in r.items() if k.startswith("time/") and k != "time/step"} for r in steps]
+    return {
+        "steps": len(steps),
+        "wall_seconds": wall_seconds,
+        "seconds_per_step": sum(r["time/step"] for r in steps) / max(len(steps), 1),
+        "before": {k[5:]: v for k, v in before.items() if k.startswith("eval/")},
+        "after": {k[5:]: v for k, v in after.items() if k.startswith("eval/")},
+        "stage_shares": summarize_shares(stage_rows),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The before/after table printed at the end of a run."""
+    keys = [k for k in summary["before"] if k.endswith(("pass@1", "mean_length")) or "pass@" in k]
+    lines = ["", f"{'held-out metric':<24}{'before RL':>12}{'after RL':>12}{'change':>10}"]
+    for key in keys:
+        b, a = summary["before"][key], summary["after"].get(key, float("nan"))
+        scale = 1.0 if key.endswith("mean_length") else 100.0
+        unit = "" if scale == 1.0 else " %"
+        lines.append(f"{key + unit:<24}{b * scale:>12.1f}{a * scale:>12.1f}{(a - b) * scale:>+10.1f}")
+    lines.append(f"\n{summary['steps']} steps in {summary['wall_seconds']:.0f} s ({summary['seconds_per_step']:.2f} s/step)")
+    shares = ", ".join(f"{name} {v['share'] * 100:.0f}%" for name, v in summary["stage_shares"].items() if v["share"] >= 0.005)
+    lines.append(f"time by stage: {shares}")
+    return "\n".join(lines)
