@@ -46,7 +46,7 @@ class SamplingConfig(_Section):
 
 class AlgoConfig(_Section):
     group_size: int = Field(8, ge=2, description="G: completions sampled per prompt (the group baseline needs 2+)")
-    prompts_per_step: int = Field(8, ge=1, description="M: prompts per sampled batch; the batch holds M x G completions")
+    prompts_per_step: int = Field(32, ge=1, description="M: prompts per sampled batch; the batch holds M x G completions")
     scale_rewards: bool = Field(True, description="divide advantages by the group's reward std (+eps), as GRPO does")
     clip_eps_low: float | None = Field(None, ge=0, lt=1, description="PPO clip: ratio floor is 1 - eps_low (None = no clipping)")
     clip_eps_high: float | None = Field(None, ge=0, description="PPO clip: ratio ceiling is 1 + eps_high (defaults to eps_low)")
@@ -67,12 +67,12 @@ class AlgoConfig(_Section):
 
 
 class TrainConfig(_Section):
-    steps: int = Field(120, ge=1, description="number of sampled batches; optimizer steps = steps x updates_per_batch")
-    micro_batch_size: int = Field(8, ge=1, description="completions per forward/backward pass (gradient accumulation unit)")
+    steps: int = Field(400, ge=1, description="number of sampled batches; optimizer steps = steps x updates_per_batch")
+    micro_batch_size: int = Field(16, ge=1, description="completions per forward/backward pass (gradient accumulation unit)")
     generation_batch_size: int | None = Field(
         None, ge=1, description="completions per engine call; None = micro_batch_size (the standard GRPO schedule)"
     )
-    lr: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
+    lr: float = Field(2e-4, gt=0, description="peak AdamW learning rate")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="decay after warmup")
     warmup_steps: int = Field(5, ge=0, description="optimizer steps of linear warmup")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
@@ -83,7 +83,7 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     num_problems: int = Field(256, ge=1, description="held-out problems evaluated")
-    every: int = Field(0, ge=0, description="evaluate every N steps during training (0 = only before and after)")
+    every: int = Field(100, ge=0, description="evaluate every N steps during training (0 = only before and after)")
     samples: int = Field(4, ge=0, description="sampled completions per problem for sampled pass@1 / pass@k (0 = greedy only)")
     temperature: float = Field(1.0, gt=0, description="temperature for sampled evaluation")
     ks: list[int] = Field([1, 4], description="k values for pass@k (each <= samples)")
@@ -99,7 +99,7 @@ class EvalConfig(_Section):
 
 class LogConfig(_Section):
     run_dir: str = Field("runs/demo", description="where config, metrics.jsonl, checkpoints and summary go")
-    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
+    save_every: int = Field(100, ge=0, description="checkpoint every N steps (0 = only at the end)")
     keep_last: int = Field(2, ge=1, description="checkpoints kept on disk")
     progress: bool = Field(True, description="show a live progress bar")
     tensorboard: bool = Field(False, description="also log to TensorBoard (needs the tensorboard package)")

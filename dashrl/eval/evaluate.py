@@ -1,12 +1,16 @@
 """Held-out evaluation: greedy pass@1, sampled pass@1 and pass@k, completion length.
 
-Problems are sent to the engine ``batch_size`` prompts at a time. Returns the
-metrics and, per problem, the completions with their scores and reasons.
+Problems are sent to the engine ``batch_size`` prompts at a time. Sampling
+runs under its own seeded RNG, forked from the caller's: results are
+reproducible, and evaluating during training never changes the training run.
+Returns the metrics and, per problem, the completions with scores and reasons.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import torch
 
 from dashrl.config import EvalConfig
 from dashrl.eval.passk import mean_pass_at_k
@@ -29,7 +33,14 @@ def _run(engine: Engine, task: Task, problems: list[Problem], n: int, sampling: 
             yield problem, [(c, task.score(c.text, problem)) for c in group]
 
 
-def evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int) -> EvalResult:
+def evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int,
+             seed: int = 0) -> EvalResult:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return _evaluate(engine, task, problems, cfg, max_new_tokens)
+
+
+def _evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int) -> EvalResult:
     metrics: dict[str, float] = {}
     records: list[dict] = []
 

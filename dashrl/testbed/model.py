@@ -1,32 +1,29 @@
 """The testbed's tokenizer and model, built from code (nothing downloaded).
 
-The tokenizer is character level (built with the `tokenizers` library, wrapped
-as a transformers fast tokenizer) plus one token for ``\\boxed{``. The model is
-a Qwen2 architecture at toy size (~0.8M parameters). Both save and load with
-plain ``save_pretrained`` / ``from_pretrained``.
+The tokenizer is byte level: a BPE with the 256-symbol byte alphabet and no
+merges, so every byte is one token and no input is unknown. It is built with
+the `tokenizers` library and saved in the same form as Qwen2's, so that plain
+``AutoTokenizer.from_pretrained`` reloads it exactly (transformers rebuilds a
+Qwen2 model's tokenizer from vocab + merges). The model is a Qwen2 architecture
+at toy size (~0.17M parameters). Both save and load with ``save_pretrained`` /
+``from_pretrained``.
 """
 
 from __future__ import annotations
 
-import string
-
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
-BOXED = "\\boxed{"
-CHARS = string.digits + string.ascii_letters + " \n+-*/=().,?:{}\\^_#<>[]!'\"%$&|;"
+PAD, EOS = "<pad>", "<eos>"
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK, BOXED, *CHARS])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    # every character is its own piece, except the whole "\boxed{" marker
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\\boxed\{|[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK, padding_side="left"
-    )
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate([PAD, EOS, *alphabet])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, padding_side="left")
 
 
 def build_model(vocab_size: int, seed: int, hidden: int = 128, layers: int = 4) -> Qwen2ForCausalLM:

@@ -1,0 +1,21 @@
+# make demo       set up (venv, installs) and run the built-in RL demo
+# make test       set up and run the default test suite (CPU, minutes)
+# make test-slow  the slow tests (real pretraining of the testbed base model)
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/dashrl: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+.PHONY: demo test test-slow
+demo: $(BIN)/dashrl
+	$(BIN)/dashrl train configs/demo.yaml
+
+test: $(BIN)/dashrl
+	$(BIN)/pytest -q
+
+test-slow: $(BIN)/dashrl
+	$(BIN)/pytest -q -m slow
