@@ -67,7 +67,7 @@ class AlgoConfig(_Section):
 
 
 class TrainConfig(_Section):
-    steps: int = Field(400, ge=1, description="number of sampled batches; optimizer steps = steps x updates_per_batch")
+    steps: int = Field(500, ge=1, description="number of sampled batches; optimizer steps = steps x updates_per_batch")
     micro_batch_size: int = Field(16, ge=1, description="completions per forward/backward pass (gradient accumulation unit)")
     generation_batch_size: int | None = Field(
         None, ge=1, description="completions per engine call; None = micro_batch_size (the standard GRPO schedule)"
@@ -82,7 +82,7 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    num_problems: int = Field(256, ge=1, description="held-out problems evaluated")
+    num_problems: int = Field(512, ge=1, description="held-out problems evaluated")
     every: int = Field(100, ge=0, description="evaluate every N steps during training (0 = only before and after)")
     samples: int = Field(4, ge=0, description="sampled completions per problem for sampled pass@1 / pass@k (0 = greedy only)")
     temperature: float = Field(1.0, gt=0, description="temperature for sampled evaluation")
