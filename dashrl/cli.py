@@ -1,7 +1,8 @@
-"""The ``dashrl`` command: ``train`` and ``eval``.
+"""The ``dashrl`` command: ``train``, ``eval``, ``bench`` (and ``tune``).
 
     dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR]
     dashrl eval  [CONFIG.yaml] [key=value ...] [--checkpoint DIR] [--out FILE.jsonl]
+    dashrl bench [CONFIG.yaml] [key=value ...] [--variants grpo,preemptive,dash] [--out DIR]
 
 Bad input (unknown key, bad value, missing file or model, ...) prints one line
 ``dashrl: error: ...`` and exits with code 2.
@@ -74,6 +75,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dashrl.bench import VARIANTS, format_table, run_bench
+    from dashrl.config import load_config
+
+    config_path, overrides = _split_args(args.items)
+    config = load_config(config_path, overrides)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise UserError(f"unknown bench variant '{unknown[0]}'; choose from {', '.join(VARIANTS)}")
+    out = Path(args.out)
+    report = run_bench(config, variants, out, progress=not args.no_progress, paper_micro_batch=args.paper_micro_batch)
+    print(format_table(report))
+    print(f"bench.json, bench.md, breakdown.png, reward_vs_time.png in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dashrl", description="RL for language-model reasoning, with DASH.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", metavar="FILE", help="write per-problem results as JSONL")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
+    bench = sub.add_parser("bench", help="standard GRPO vs preemptive sampling vs DASH on the same work")
+    bench.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
+    bench.add_argument("--variants", default="grpo,grpo_tuned,preemptive,dash", help="comma-separated variants")
+    bench.add_argument("--out", default="runs/bench", help="output directory")
+    bench.add_argument("--paper-micro-batch", type=int, default=4, help="micro-batch of the 'grpo' baseline")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -53,6 +53,14 @@ class AlgoConfig(_Section):
     updates_per_batch: int = Field(1, ge=1, description="K: optimizer steps taken on each sampled batch (K > 1 is PPO-style)")
     beta: float = Field(0.0, ge=0, description="KL coefficient to the frozen reference model (0 = no reference model loaded)")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="per-token KL estimator")
+    filter_tau: float | None = Field(
+        0.0, ge=0, description="gradient filtering: drop samples with |advantage| <= tau before any forward pass "
+        "(None = keep all; 0 drops exactly the groups whose rewards are all equal)"
+    )
+    filter_normalize: Literal["all", "kept"] = Field(
+        "all", description="loss normaliser after filtering: 'all' counts dropped samples as present with zero loss "
+        "(with beta = 0 the gradient equals the unfiltered one), 'kept' divides by kept samples only"
+    )
     loss_agg: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field(
         "grpo",
         description="grpo: mean per sequence then mean; bnpo: token mean per micro-batch; "
@@ -69,8 +77,13 @@ class AlgoConfig(_Section):
 class TrainConfig(_Section):
     steps: int = Field(500, ge=1, description="number of sampled batches; optimizer steps = steps x updates_per_batch")
     micro_batch_size: int = Field(16, ge=1, description="completions per forward/backward pass (gradient accumulation unit)")
+    micro_batch_tokens: int | None = Field(
+        None, ge=1, description="if set, form micro-batches by padded-token budget (length-sorted) instead of "
+        "micro_batch_size rows"
+    )
     generation_batch_size: int | None = Field(
-        None, ge=1, description="completions per engine call; None = micro_batch_size (the standard GRPO schedule)"
+        None, ge=1, description="completions per engine call; None = the whole step (M x G) in one call, i.e. "
+        "preemptive sampling; set it to micro_batch_size for the standard GRPO schedule"
     )
     lr: float = Field(2e-4, gt=0, description="peak AdamW learning rate")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="decay after warmup")
@@ -224,6 +237,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+
+
+def with_overrides(config: Config, overrides: list[str]) -> Config:
+    """A validated copy of ``config`` with ``key=value`` overrides applied."""
+    tree = _merge(config.model_dump(mode="json"), parse_overrides(overrides))
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "overrides")) from None
 
 
 def to_yaml(config: Config) -> str:

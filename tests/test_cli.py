@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dashrl.cli import main
 
-FAST = ["algo.group_size=2", "algo.prompts_per_step=2", "train.micro_batch_size=2",
+FAST = ["algo.group_size=2", "algo.prompts_per_step=2", "train.micro_batch_size=2", "algo.filter_tau=null",
         "sampling.max_new_tokens=8", "eval.num_problems=4", "eval.samples=2", "eval.ks=[1,2]"]
 
 

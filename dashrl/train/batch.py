@@ -109,3 +109,31 @@ def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
 def split_rows(samples: list[Sample], size: int) -> list[list[Sample]]:
     """Consecutive chunks of ``size`` samples (the last may be smaller)."""
     return [samples[i : i + size] for i in range(0, len(samples), size)]
+
+
+def padded_tokens(samples: list[Sample]) -> int:
+    """Tokens a collated micro-batch of ``samples`` occupies, padding included."""
+    if not samples:
+        return 0
+    width = max(len(s.prompt_ids) for s in samples) + max(len(s.completion_ids) for s in samples)
+    return len(samples) * width
+
+
+def pack_by_tokens(samples: list[Sample], budget: int) -> list[list[Sample]]:
+    """Micro-batches whose padded size stays within ``budget`` tokens.
+
+    Samples are sorted longest first, so rows of similar length share a batch and
+    little compute goes to padding; a batch grows while its padded size fits. A
+    sample longer than the budget on its own gets a batch of its own. Every
+    sample lands in exactly one batch.
+    """
+    batches: list[list[Sample]] = []
+    current: list[Sample] = []
+    for sample in sorted(samples, key=lambda s: (len(s.completion_ids), len(s.prompt_ids)), reverse=True):
+        if current and padded_tokens(current + [sample]) > budget:
+            batches.append(current)
+            current = []
+        current.append(sample)
+    if current:
+        batches.append(current)
+    return batches

@@ -137,10 +137,17 @@ def summarize(rows: list[dict], wall_seconds: float) -> dict:
     steps = [r for r in rows if "time/step" in r]
     before, after = (evals[0], evals[-1]) if evals else ({}, {})
     stage_rows = [{k[5:]: v for k, v in r.items() if k.startswith("time/") and k != "time/step"} for r in steps]
+    outside = ("time/evaluation", "time/checkpoint")  # not training work
+    train_seconds = sum(r["time/step"] - sum(r.get(k, 0.0) for k in outside) for r in steps)
     return {
         "steps": len(steps),
         "wall_seconds": wall_seconds,
+        "train_seconds": train_seconds,
         "seconds_per_step": sum(r["time/step"] for r in steps) / max(len(steps), 1),
+        "tokens_generated": sum(r.get("tokens/generated", 0) for r in steps),
+        "tokens_trained": sum(r.get("tokens/trained", 0) for r in steps),
+        "filtered_frac": sum(r.get("filter/dropped_frac", 0.0) for r in steps) / max(len(steps), 1),
+        "skipped_steps": sum(r.get("optimizer/skipped", 0.0) for r in steps),
         "before": {k[5:]: v for k, v in before.items() if k.startswith("eval/")},
         "after": {k[5:]: v for k, v in after.items() if k.startswith("eval/")},
         "stage_shares": summarize_shares(stage_rows),

@@ -1,4 +1,4 @@
-"""One RL step: sample -> score -> advantages -> micro-batches -> loss -> step -> sync.
+"""One RL step: sample -> score -> advantages -> filter -> micro-batches -> loss -> step -> sync.
 
 The step's M prompts x G completions are sampled in engine calls of
 ``generation_batch_size`` completions, whole groups kept together. Each
@@ -7,22 +7,27 @@ with ``generation_batch_size == micro_batch_size`` this is the standard GRPO
 schedule (one engine call per micro-batch). With K > 1 updates per batch the
 samples are kept and replayed; the log-probs of the first pass are the "old"
 log-probs of the PPO ratio, so no extra forward pass is needed for them.
+Gradient filtering drops samples before any forward pass; micro-batches are a
+fixed number of rows or, with ``micro_batch_tokens``, packed by token budget.
 Weights reach the engine once per sampled batch, after its last update.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 import torch
 from transformers import get_scheduler
 
 from dashrl.algo.advantages import group_advantages
+from dashrl.algo.filtering import keep_mask
 from dashrl.algo.losses import kl_penalty, loss_numerator, policy_gradient_loss, step_normalizer, token_logprobs
 from dashrl.config import Config
 from dashrl.rollout.engine import Completion, Engine, SamplingParams
 from dashrl.tasks.base import Problem, Task
 from dashrl.timing import StageTimer
-from dashrl.train.batch import MicroBatch, Sample, collate, split_rows
+from dashrl.train.batch import MicroBatch, Sample, collate, pack_by_tokens, split_rows
 
 
 @dataclass
@@ -60,7 +65,7 @@ class Trainer:
         self.reference = reference
         self.device = next(policy.parameters()).device
         algo, train = config.algo, config.train
-        self.generation_batch_size = train.generation_batch_size or train.micro_batch_size
+        self.generation_batch_size = train.generation_batch_size or algo.prompts_per_step * algo.group_size
         self.sampling = SamplingParams(
             temperature=config.sampling.temperature,
             top_p=config.sampling.top_p,
@@ -90,27 +95,47 @@ class Trainer:
             next(self.stream)
 
     def train_step(self, problems: list[Problem]) -> dict:
-        """Sample, score and learn from one batch of M prompts; returns the step's metrics."""
+        """Sample, score, filter and learn from one batch of M prompts; returns the step's metrics."""
         timer = StageTimer()
-        K = self.cfg.algo.updates_per_batch
-        samples: list[Sample] = []
+        scored: list[Sample] = []  # every completion, for metrics
+        kept: list[Sample] = []  # those that pass the gradient filter, replayed when K > 1
+        dropped = UpdateStats()  # what filtered samples add to the normaliser ("all")
         stats = UpdateStats()
         for round_calls in generation_rounds(problems, self.cfg.algo.group_size, self.generation_batch_size):
             groups = self._sample(round_calls, timer)
             new = self._score(groups, timer)
-            for rows in split_rows(new, self.cfg.train.micro_batch_size):
+            train_rows = self._filter(new, dropped)  # before any forward pass
+            for rows in self._micro_batches(train_rows):
                 self._accumulate(rows, first_pass=True, stats=stats, timer=timer)
-            samples += new
-        update_metrics = [self._optimizer_step(stats, timer)]
-        for _ in range(1, K):
+            scored += new
+            kept += train_rows
+        updates = [self._optimizer_step(stats, dropped, timer)]
+        for _ in range(1, self.cfg.algo.updates_per_batch):
             stats = UpdateStats()
-            for rows in split_rows(samples, self.cfg.train.micro_batch_size):
+            for rows in self._micro_batches(kept):
                 self._accumulate(rows, first_pass=False, stats=stats, timer=timer)
-            update_metrics.append(self._optimizer_step(stats, timer))
-        with timer.stage("weight_sync"):
-            self.engine.load_weights(self.policy.state_dict())
+            updates.append(self._optimizer_step(stats, dropped, timer))
+        if any(not u["optimizer/skipped"] for u in updates):  # unchanged weights need no sync
+            with timer.stage("weight_sync"):
+                self.engine.load_weights(self.policy.state_dict())
         self.step += 1
-        return {**self._sample_metrics(samples), **_mean_dicts(update_metrics), **timer.reset()}
+        return {**self._sample_metrics(scored, kept), **_mean_dicts(updates), **timer.reset()}
+
+    def _filter(self, samples: list[Sample], dropped: UpdateStats) -> list[Sample]:
+        """Gradient filtering: keep samples with |A| > tau; count the rest for the normaliser."""
+        algo = self.cfg.algo
+        mask = keep_mask(torch.tensor([s.advantage for s in samples]), algo.filter_tau).tolist()
+        out = [s for s, keep in zip(samples, mask) if not keep]
+        if out and algo.filter_normalize == "all":
+            dropped.rows += len(out)
+            dropped.tokens += sum(len(s.completion_ids) for s in out)
+            dropped.micro_batches += math.ceil(len(out) / self.cfg.train.micro_batch_size)
+        return [s for s, keep in zip(samples, mask) if keep]
+
+    def _micro_batches(self, samples: list[Sample]) -> list[list[Sample]]:
+        if self.cfg.train.micro_batch_tokens:
+            return pack_by_tokens(samples, self.cfg.train.micro_batch_tokens)
+        return split_rows(samples, self.cfg.train.micro_batch_size)
 
     # ------------------------------------------------------- sample + score
 
@@ -172,26 +197,35 @@ class Trainer:
         stats.loss_numerator += numerator.item()
         stats.clipped_tokens += (clipped.float() * mb.completion_mask).sum().item()
 
-    def _optimizer_step(self, stats: UpdateStats, timer: StageTimer) -> dict:
-        """Divide the summed gradient by the aggregation's normaliser, clip, step."""
-        norm = step_normalizer(self.cfg.algo.loss_agg, stats.rows, stats.tokens, stats.micro_batches,
-                               self.cfg.sampling.max_new_tokens)
+    def _optimizer_step(self, stats: UpdateStats, dropped: UpdateStats, timer: StageTimer) -> dict:
+        """Divide the summed gradient by the aggregation's normaliser, clip, step.
+
+        A step where every sample was filtered has no gradient: the optimizer
+        step is skipped (and logged); the lr schedule still advances.
+        """
+        lr = self.scheduler.get_last_lr()[0]
+        if stats.rows == 0:
+            with warnings.catch_warnings():  # stepping the schedule alone is intended here
+                warnings.simplefilter("ignore", UserWarning)
+                self.scheduler.step()
+            return {"loss": 0.0, "grad_norm": 0.0, "lr": lr, "clip_frac": 0.0, "kl": 0.0, "optimizer/skipped": 1.0}
+        norm = step_normalizer(self.cfg.algo.loss_agg, stats.rows + dropped.rows, stats.tokens + dropped.tokens,
+                               stats.micro_batches + dropped.micro_batches, self.cfg.sampling.max_new_tokens)
         with timer.stage("optimizer"):
             for p in self.policy.parameters():
                 if p.grad is not None:
                     p.grad.div_(norm)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.max_grad_norm)
-            lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         tokens = max(stats.tokens, 1)
         return {"loss": stats.loss_numerator / norm, "grad_norm": float(grad_norm), "lr": lr,
-                "clip_frac": stats.clipped_tokens / tokens, "kl": stats.kl_sum / tokens}
+                "clip_frac": stats.clipped_tokens / tokens, "kl": stats.kl_sum / tokens, "optimizer/skipped": 0.0}
 
     # -------------------------------------------------------------- metrics
 
-    def _sample_metrics(self, samples: list[Sample]) -> dict:
+    def _sample_metrics(self, samples: list[Sample], kept: list[Sample]) -> dict:
         G = self.cfg.algo.group_size
         rewards = torch.tensor([s.reward for s in samples]).view(-1, G)
         lengths = torch.tensor([len(s.completion_ids) for s in samples], dtype=torch.float)
@@ -202,6 +236,9 @@ class Trainer:
             "groups/all_wrong": (rewards <= 0).all(dim=1).float().mean().item(),
             "completion/mean_length": lengths.mean().item(),
             "completion/truncated": sum(s.finish_reason == "length" for s in samples) / len(samples),
+            "filter/dropped_frac": 1 - len(kept) / len(samples),
+            "tokens/generated": int(lengths.sum().item()),
+            "tokens/trained": sum(s.num_tokens for s in kept) * self.cfg.algo.updates_per_batch,
         }
 
 

@@ -89,7 +89,7 @@ def test_clipping_becomes_active_on_later_updates(tiny_model_dir, tmp_path):
         trainer._accumulate(rows, first_pass=True, stats=stats, timer=timer)
     assert stats.clipped_tokens == 0  # ratio is exactly 1 on the first pass
     assert all(s.old_logp is not None and s.old_logp.numel() == len(s.completion_ids) for s in samples)
-    trainer._optimizer_step(stats, timer)
+    trainer._optimizer_step(stats, UpdateStats(), timer)
     stats = UpdateStats()
     for rows in split_rows(samples, 2):
         trainer._accumulate(rows, first_pass=False, stats=stats, timer=timer)
@@ -98,7 +98,7 @@ def test_clipping_becomes_active_on_later_updates(tiny_model_dir, tmp_path):
 
 def test_reference_model_only_with_beta(tiny_model_dir, tmp_path):
     assert _setup(tiny_model_dir, tmp_path).reference is None
-    trainer = _setup(tiny_model_dir, tmp_path, "algo.beta=0.1")
+    trainer = _setup(tiny_model_dir, tmp_path, "algo.beta=0.1", "algo.filter_tau=null")
     assert trainer.reference is not None
     metrics = trainer.train_step(trainer.next_problems())
     assert metrics["kl"] >= 0.0 and "time/reference" in metrics
@@ -111,3 +111,68 @@ def test_reference_model_only_with_beta(tiny_model_dir, tmp_path):
 ])
 def test_generation_rounds(gen, G, expected):
     assert generation_rounds(["p0", "p1", "p2"], G, gen) == expected
+
+
+def _uniform_group():
+    return [Sample("c", (15, 16), (30, 31, 1), reward=1.0, advantage=0.0),
+            Sample("c", (15, 16), (32, 1), reward=1.0, advantage=0.0)]
+
+
+def _grads_after(trainer, samples, filter_rows):
+    """Accumulate like train_step does and return the normalised gradient."""
+    stats, dropped, timer = UpdateStats(), UpdateStats(), StageTimer()
+    rows = trainer._filter(samples, dropped) if filter_rows else samples
+    for chunk in split_rows(rows, 2):
+        trainer._accumulate(chunk, first_pass=True, stats=stats, timer=timer)
+    norm = step_normalizer(trainer.cfg.algo.loss_agg, stats.rows + dropped.rows, stats.tokens + dropped.tokens,
+                           stats.micro_batches + dropped.micro_batches, 6)
+    grads = [p.grad.clone() / norm for p in trainer.policy.parameters()]
+    trainer.policy.zero_grad()
+    return grads, stats
+
+
+@pytest.mark.parametrize("agg", ["grpo", "dapo", "dr_grpo"])
+def test_filtering_with_all_normaliser_leaves_the_gradient_unchanged(tiny_model_dir, tmp_path, agg):
+    trainer = _setup(tiny_model_dir, tmp_path, "algo.filter_tau=0.0", f"algo.loss_agg={agg}")
+    samples = _samples() + _uniform_group()
+    full, _ = _grads_after(trainer, samples, filter_rows=False)
+    filtered, stats = _grads_after(trainer, samples, filter_rows=True)
+    assert stats.rows == 4  # the uniform group never reached a forward pass
+    for f, g in zip(full, filtered):
+        assert torch.allclose(f, g, atol=1e-7)
+
+
+def test_filtering_with_kept_normaliser_divides_by_kept_rows(tiny_model_dir, tmp_path):
+    trainer = _setup(tiny_model_dir, tmp_path, "algo.filter_tau=0.0", "algo.filter_normalize=kept")
+    samples = _samples() + _uniform_group()
+    full, _ = _grads_after(trainer, samples, filter_rows=False)  # grpo: divided by 6 rows
+    kept, _ = _grads_after(trainer, samples, filter_rows=True)  # divided by the 4 kept rows
+    for f, k in zip(full, kept):
+        assert torch.allclose(k, f * 6 / 4, atol=1e-7)
+
+
+def test_all_filtered_step_is_skipped_cleanly(tiny_model_dir, tmp_path):
+    trainer = _setup(tiny_model_dir, tmp_path, "algo.filter_tau=0.0", "train.warmup_steps=0")
+    trainer.task.score = lambda text, problem: RewardResult(1.0, "always")  # every group uniform
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    metrics = trainer.train_step(trainer.next_problems())
+    assert metrics["optimizer/skipped"] == 1.0 and metrics["filter/dropped_frac"] == 1.0
+    assert "time/forward_backward" not in metrics and "time/weight_sync" not in metrics
+    assert all(torch.equal(b, p) for b, p in zip(before, trainer.policy.parameters()))
+    assert trainer.step == 1 and trainer.scheduler.last_epoch == 1
+
+
+def test_k_updates_with_preemptive_sampling_use_one_engine_call(tiny_model_dir, tmp_path):
+    trainer = _setup(tiny_model_dir, tmp_path, "algo.updates_per_batch=3", "algo.clip_eps_low=0.2",
+                     "algo.group_size=4", "algo.prompts_per_step=4", "train.generation_batch_size=16",
+                     "train.micro_batch_tokens=64", "algo.filter_tau=0.0", "train.lr=0.05", "train.warmup_steps=0")
+    trainer.task.score = _parity_reward
+    calls = []
+    generate = trainer.engine.generate
+    trainer.engine.generate = lambda prompts, n, sampling: calls.append(len(prompts) * n) or generate(prompts, n, sampling)
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    metrics = trainer.train_step(trainer.next_problems())
+    assert calls == [16]  # the whole step in one engine call
+    assert trainer.scheduler.last_epoch == 3 and metrics["optimizer/skipped"] == 0.0
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.policy.parameters()))
+    assert metrics["tokens/trained"] > 0

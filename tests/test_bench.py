@@ -1,0 +1,50 @@
+"""dashrl bench on the tiny model: every variant runs the same steps; outputs are written."""
+
+import json
+
+from dashrl.bench import variant_config
+from dashrl.cli import main
+from dashrl.config import load_config
+
+FAST = ["algo.group_size=2", "algo.prompts_per_step=4", "train.micro_batch_size=4", "train.steps=2",
+        "sampling.max_new_tokens=6", "eval.num_problems=4", "eval.samples=0", "eval.ks=[1]"]
+
+
+def test_variant_configs(tmp_path):
+    base = load_config(overrides=["algo.prompts_per_step=8", "algo.group_size=4", "train.micro_batch_size=8",
+                                  "train.micro_batch_tokens=512", "algo.filter_tau=0.1"])
+    grpo = variant_config(base, "grpo", tmp_path)
+    assert (grpo.train.micro_batch_size, grpo.train.generation_batch_size, grpo.algo.filter_tau) == (4, 4, None)
+    assert grpo.train.micro_batch_tokens is None
+    tuned = variant_config(base, "grpo_tuned", tmp_path)
+    assert (tuned.train.micro_batch_size, tuned.train.generation_batch_size) == (8, 8)
+    pre = variant_config(base, "preemptive", tmp_path)
+    assert (pre.train.generation_batch_size, pre.algo.filter_tau) == (32, None)
+    dash = variant_config(base, "dash", tmp_path)
+    assert (dash.train.generation_batch_size, dash.algo.filter_tau, dash.train.micro_batch_tokens) == (32, 0.1, 512)
+    assert {c.train.steps for c in (grpo, tuned, pre, dash)} == {base.train.steps}
+    assert dash.log.run_dir == str(tmp_path / "dash")
+
+
+def test_bench_runs_variants_and_writes_report(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "--no-progress", "--out", str(out), "--paper-micro-batch", "2", f"model.path={tiny_model_dir}", *FAST]
+    assert main(args) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert set(report["variants"]) == {"grpo", "grpo_tuned", "preemptive", "dash"}
+    for r in report["variants"].values():
+        assert r["steps"] == 2 and r["train_seconds"] > 0 and r["tokens_generated"] > 0
+        assert len(r["reward_vs_seconds"]) == 2
+    assert "dash/grpo" in report["ratios"]
+    for name in ("bench.md", "breakdown.png", "reward_vs_time.png"):
+        assert (out / name).stat().st_size > 0
+    assert "dash takes" in capsys.readouterr().out
+    # a second run reuses the finished variants instead of training again
+    mtime = (out / "dash" / "summary.json").stat().st_mtime
+    assert main(args) == 0
+    assert (out / "dash" / "summary.json").stat().st_mtime == mtime
+
+
+def test_unknown_variant_is_a_clear_error(capsys, tmp_path):
+    assert main(["bench", "--variants", "grpo,fast", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown bench variant 'fast'" in capsys.readouterr().err
