@@ -92,6 +92,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    import copy
+
+    from dashrl import tune
+    from dashrl.config import load_config
+    from dashrl.models import load_model, load_tokenizer, resolve_model_path
+    from dashrl.rollout.hf_engine import HFEngine
+    from dashrl.tasks import get_task
+
+    config_path, overrides = _split_args(args.items)
+    config = load_config(config_path, overrides)
+    if args.max_batch is not None and args.max_batch < 1:
+        raise UserError(f"--max-batch must be at least 1, got {args.max_batch}")
+    if args.write and Path(args.write).is_dir():
+        raise UserError(f"--write {args.write}: is a directory; give a file name such as tuned.yaml")
+    progress = config.log.progress and not args.no_progress
+    task = get_task(config.task.name, config.task.eval_seed)
+    path = resolve_model_path(config.model.path, progress=progress)
+    tokenizer = load_tokenizer(path)
+    model = load_model(path, config.model.dtype)
+    engine = HFEngine(copy.deepcopy(model), tokenizer)
+    report = (lambda line: print(f"tune: {line}", file=sys.stderr, flush=True)) if progress else None
+    result = tune.tune(config, model, tokenizer, engine, task, max_batch=args.max_batch, progress=report)
+    rec = result["recommendation"]
+    print(tune.format_curves(result["generation"], result["training"], rec))
+    print()
+    print(tune.format_recommendation(rec))
+    if args.write:
+        print(f"tuned config: {tune.write_tuned_config(config, rec, args.write)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dashrl", description="RL for language-model reasoning, with DASH.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", metavar="FILE", help="write per-problem results as JSONL")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
+    tu = sub.add_parser("tune", help="measure generation and training batch curves, recommend batch sizes")
+    tu.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
+    tu.add_argument("--write", metavar="OUT.yaml", help="write the config with the recommended batch sizes")
+    tu.add_argument("--max-batch", type=int, metavar="N", help="largest generation batch measured (default max(M x G, 8))")
+    tu.add_argument("--no-progress", action="store_true", help="no progress output")
+    tu.set_defaults(func=cmd_tune)
     bench = sub.add_parser("bench", help="standard GRPO vs preemptive sampling vs DASH on the same work")
     bench.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
     bench.add_argument("--variants", default="grpo,grpo_tuned,preemptive,dash", help="comma-separated variants")

@@ -13,11 +13,12 @@ What is measured:
   seconds of ``engine.generate`` producing b completions (b // G prompts x G,
   or one prompt x b when b < G), after one untimed warm-up call; completion
   tokens per second (EOS included, no padding), seconds per call, completions
-  per second.
+  per second, totals over the repeats (each on different prompts).
 - training: for each micro-batch size m, one forward pass (the trainer's
   ``_logprobs`` call), a REINFORCE-style policy-gradient loss and backward on m
   real sampled completions with random +-1 advantages; tokens (prompt +
-  completion, unpadded) per second, seconds per micro-batch, samples per second
+  completion, unpadded) per second, seconds per micro-batch (median of the
+  repeats, after one warm-up pass), samples per second
   and peak memory: ``torch.cuda.max_memory_allocated`` on CUDA (absolute, the
   weights included), on CPU the growth of the resident set size sampled from
   ``/proc/self/statm`` during an untimed pass (approximate).
@@ -36,6 +37,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -64,8 +66,8 @@ def divides_group(size: int, group_size: int) -> bool:
 
 
 def candidate_sizes(limit: int, group_size: int) -> list[int]:
-    """Sizes to measure up to ``limit``: powers of two and G x powers of two that respect the group rule."""
-    sizes = set()
+    """Sizes to measure up to ``limit``: divisors of G, powers of two and G x powers of two, all respecting the group rule."""
+    sizes = {d for d in range(1, min(group_size, limit) + 1) if group_size % d == 0}
     b = 1
     while b <= limit:
         sizes.add(b)
@@ -228,20 +230,19 @@ def measure_training(
                 with _PeakRSS() as rss:
                     step(mb)
                 peak, kind = rss.growth, ("rss-approx" if rss.growth is not None else None)
-            seconds = 0.0
+            times = []
             for _ in range(max(repeats, 1)):
                 _sync()
                 start = time.perf_counter()
                 step(mb)
                 _sync()
-                seconds += time.perf_counter() - start
-            calls = max(repeats, 1)
-            seconds = max(seconds, 1e-9)
+                times.append(time.perf_counter() - start)
+            seconds = max(statistics.median(times), 1e-9)  # the same micro-batch each time: the median resists noise
             rows.append({
                 "micro_batch_size": m,
-                "tokens_per_s": tokens * calls / seconds,
-                "seconds_per_micro_batch": seconds / calls,
-                "samples_per_s": m * calls / seconds,
+                "tokens_per_s": tokens / seconds,
+                "seconds_per_micro_batch": seconds,
+                "samples_per_s": m / seconds,
                 "peak_memory_bytes": peak,
                 "memory_kind": kind,
             })
@@ -333,7 +334,7 @@ def _explain(rec: dict, gen_ok: list[dict], fits: list[dict], raised: bool) -> s
     if raised:
         gen_part = f"generation throughput is best at small batches, but the engine call must hold a micro-batch, so batch {gen}"
     elif gen == largest_gen:
-        capped = " (the step's M x G)" if gen == rows else ""
+        capped = ", the step's M x G," if gen == rows else ""
         gen_part = f"generation throughput keeps rising up to batch {gen}{capped}{speed}"
     else:
         gen_part = f"generation throughput peaks at batch {gen}{speed} (larger batches are no faster)"
@@ -346,7 +347,7 @@ def _explain(rec: dict, gen_ok: list[dict], fits: list[dict], raised: bool) -> s
         train_part += f"; micro-batches {rec['excluded_by_memory']} exceed the memory limit"
     sample = f"a whole step ({gen} completions)" if gen == rows else f"{gen} completions"
     text = f"{gen_part} while {train_part}: sample {sample} per engine call, backpropagate in micro-batches of {micro}"
-    if gen == micro:
+    if gen == micro and gen < rows:
         text += " (the standard schedule: larger engine calls would not be faster here)"
     est, std = rec["estimated_step_seconds"], rec["estimated_step_seconds_standard"]
     if est is not None and std is not None and gen != micro:
@@ -409,6 +410,8 @@ def write_tuned_config(config: Config, rec: dict, path: str | Path) -> Path:
     data = config.model_dump(mode="json")
     data["train"]["generation_batch_size"] = rec["generation_batch_size"]
     data["train"]["micro_batch_size"] = rec["micro_batch_size"]
+    if data["train"].get("micro_batch_tokens") is not None:  # a token budget would override the row count
+        data["train"]["micro_batch_tokens"] = None
     tuned = Config.model_validate(data)
     gen_tps, train_tps = rec.get("generation_tokens_per_s"), rec["training_tokens_per_s"]
     gen_note = f" ({gen_tps:.0f} tokens/s)" if gen_tps is not None else ""
