@@ -1,6 +1,7 @@
 # make demo       set up (venv, installs) and run the built-in RL demo
 # make test       set up and run the default test suite (CPU, minutes)
 # make test-slow  the slow tests (real pretraining of the testbed base model)
+# make bench-trl  dashrl vs TRL's GRPOTrainer, same model/task/hyperparameters (BENCH_ARGS="--steps 2")
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -19,3 +20,8 @@ test: $(BIN)/dashrl
 
 test-slow: $(BIN)/dashrl
 	$(BIN)/pytest -q -m slow
+
+.PHONY: bench-trl
+bench-trl: $(BIN)/dashrl
+	$(BIN)/pip install -q -e '.[bench-trl]' torch==2.13.0
+	$(BIN)/python benchmarks/trl_compare.py $(BENCH_ARGS)
