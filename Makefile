@@ -1,6 +1,8 @@
 # make demo       set up (venv, installs) and run the built-in RL demo
 # make test       set up and run the default test suite (CPU, minutes)
 # make test-slow  the slow tests (real pretraining of the testbed base model)
+# make bench      standard GRPO vs preemptive vs DASH on the testbed (about 15 min on 2 cores)
+# make tune       measure generation / training batch curves on this machine
 # make bench-trl  dashrl vs TRL's GRPOTrainer, same model/task/hyperparameters (BENCH_ARGS="--steps 2")
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,7 +23,13 @@ test: $(BIN)/dashrl
 test-slow: $(BIN)/dashrl
 	$(BIN)/pytest -q -m slow
 
-.PHONY: bench-trl
+.PHONY: bench tune bench-trl
+bench: $(BIN)/dashrl
+	$(BIN)/dashrl bench configs/bench.yaml --out runs/bench
+
+tune: $(BIN)/dashrl
+	$(BIN)/dashrl tune configs/demo.yaml
+
 bench-trl: $(BIN)/dashrl
 	$(BIN)/pip install -q -e '.[bench-trl]' torch==2.13.0
 	$(BIN)/python benchmarks/trl_compare.py $(BENCH_ARGS)
