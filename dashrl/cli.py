@@ -1,8 +1,9 @@
-"""The ``dashrl`` command: ``train``, ``eval``, ``bench`` (and ``tune``).
+"""The ``dashrl`` command: ``train``, ``eval``, ``bench`` and ``tune``.
 
     dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR]
     dashrl eval  [CONFIG.yaml] [key=value ...] [--checkpoint DIR] [--out FILE.jsonl]
     dashrl bench [CONFIG.yaml] [key=value ...] [--variants grpo,preemptive,dash] [--out DIR]
+    dashrl tune  [CONFIG.yaml] [key=value ...] [--write OUT.yaml] [--max-batch N]
 
 Bad input (unknown key, bad value, missing file or model, ...) prints one line
 ``dashrl: error: ...`` and exits with code 2.
@@ -50,18 +51,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_model_tokenizer(config, model_path: str, progress: bool):
+    """The configured task and a model + tokenizer (validated before anything loads)."""
+    from dashrl.models import load_model, load_tokenizer, resolve_model_path
+    from dashrl.tasks import get_task
+
+    task = get_task(config.task.name, config.task.eval_seed)
+    path = resolve_model_path(model_path, progress=progress)
+    return task, load_model(path, config.model.dtype), load_tokenizer(path)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from dashrl.config import load_config
     from dashrl.eval.evaluate import evaluate
-    from dashrl.models import load_model, load_tokenizer, resolve_model_path
     from dashrl.rollout.hf_engine import HFEngine
-    from dashrl.tasks import get_task
 
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
-    task = get_task(config.task.name, config.task.eval_seed)
-    path = resolve_model_path(args.checkpoint or config.model.path, progress=not args.no_progress)
-    engine = HFEngine(load_model(path, config.model.dtype), load_tokenizer(path))
+    task, model, tokenizer = _task_model_tokenizer(config, args.checkpoint or config.model.path, not args.no_progress)
+    engine = HFEngine(model, tokenizer)
     problems = task.eval_problems(config.eval.num_problems, config.task.eval_seed)
     result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens)
     print(f"{'metric':<24}{'value':>10}")
@@ -97,9 +105,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from dashrl import tune
     from dashrl.config import load_config
-    from dashrl.models import load_model, load_tokenizer, resolve_model_path
     from dashrl.rollout.hf_engine import HFEngine
-    from dashrl.tasks import get_task
 
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
@@ -108,10 +114,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.write and Path(args.write).is_dir():
         raise UserError(f"--write {args.write}: is a directory; give a file name such as tuned.yaml")
     progress = config.log.progress and not args.no_progress
-    task = get_task(config.task.name, config.task.eval_seed)
-    path = resolve_model_path(config.model.path, progress=progress)
-    tokenizer = load_tokenizer(path)
-    model = load_model(path, config.model.dtype)
+    task, model, tokenizer = _task_model_tokenizer(config, config.model.path, progress)
     engine = HFEngine(copy.deepcopy(model), tokenizer)
     report = (lambda line: print(f"tune: {line}", file=sys.stderr, flush=True)) if progress else None
     result = tune.tune(config, model, tokenizer, engine, task, max_batch=args.max_batch, progress=report)
