@@ -25,6 +25,7 @@ from pathlib import Path
 
 from dashrl.config import Config, to_yaml, with_overrides
 from dashrl.errors import UserError
+from dashrl.runlog import read_metrics
 
 VARIANTS = ("grpo", "grpo_tuned", "preemptive", "dash")
 SAMPLING_STAGES = ("generation", "reward")
@@ -58,7 +59,7 @@ def _run_variant(config: Config, progress: bool) -> list[dict]:
     done = (run_dir / "summary.json").is_file() and (run_dir / "config.yaml").is_file()
     if not (done and (run_dir / "config.yaml").read_text() == to_yaml(config)):
         train(prepare(config, progress=progress), progress=progress)
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(run_dir / "metrics.jsonl")
 
 
 def variant_result(name: str, rows: list[dict]) -> dict:

@@ -56,9 +56,7 @@ class RunLog:
             self._wandb.log(numeric, step=step)
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+        return read_metrics(self.metrics_path)
 
     def write_summary(self, summary: dict) -> None:
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -68,6 +66,13 @@ class RunLog:
             self._tb.close()
         if self._wandb:
             self._wandb.finish()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl file ([] if it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def _clean(value):

@@ -45,7 +45,8 @@ from typing import Callable
 
 import torch
 
-from dashrl.algo.losses import loss_numerator, policy_gradient_loss, token_logprobs
+from dashrl.algo.losses import loss_numerator, policy_gradient_loss
+from dashrl.train.trainer import completion_logprobs
 from dashrl.config import Config, to_yaml
 from dashrl.errors import UserError
 from dashrl.rollout.engine import SamplingParams
@@ -204,9 +205,7 @@ def measure_training(
     policy.train()
 
     def step(mb) -> None:
-        out = policy(input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids,
-                     logits_to_keep=mb.completion_len + 1, use_cache=False)
-        logp = token_logprobs(out.logits[:, :-1], mb.completion_ids, temperature)
+        logp = completion_logprobs(policy, mb, temperature)
         per_token, _ = policy_gradient_loss(logp, logp.detach(), mb.advantages)
         (loss_numerator(per_token, mb.completion_mask, "grpo") / mb.input_ids.shape[0]).backward()
         policy.zero_grad(set_to_none=True)

@@ -23,6 +23,8 @@ import torch
 from tqdm import tqdm
 
 from dashrl.rewards.math import score_math
+from dashrl.rollout.engine import SamplingParams
+from dashrl.rollout.hf_engine import HFEngine
 from dashrl.tasks.testbed import ArithmeticTask
 from dashrl.testbed.model import build_model, build_tokenizer
 
@@ -88,15 +90,12 @@ def _sft_batch(tokenizer, problems):
     return input_ids, mask, labels
 
 
-@torch.no_grad()
 def greedy_accuracy(model, tokenizer, problems, max_new_tokens: int = 64) -> float:
-    enc = tokenizer([p.prompt for p in problems], return_tensors="pt", padding=True, padding_side="left")
-    model.eval()
-    out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    """Greedy pass@1 of ``model`` (left in training mode afterwards)."""
+    engine = HFEngine(model, tokenizer)  # wraps the same model object: no copy
+    groups = engine.generate([p.prompt for p in problems], 1, SamplingParams(max_new_tokens=max_new_tokens, greedy=True))
     model.train()
-    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    return sum(score_math(t, p.answer).score for t, p in zip(texts, problems)) / len(problems)
+    return sum(score_math(g[0].text, p.answer).score for g, p in zip(groups, problems)) / len(problems)
 
 
 def pretrain(spec: PretrainSpec, progress: bool = True):

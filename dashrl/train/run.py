@@ -90,7 +90,6 @@ def train(setup: Setup, progress: bool = True) -> dict:
         trainer.skip_problems(trainer.step)
     log = RunLog(Path(config.log.run_dir), config, resume_step)
     eval_problems = trainer.task.eval_problems(config.eval.num_problems, config.task.eval_seed)
-    timer_eval = 0.0
 
     def wall() -> float:
         return prior_wall + time.perf_counter() - start_wall
@@ -100,9 +99,7 @@ def train(setup: Setup, progress: bool = True) -> dict:
                         {"wall_seconds": wall()}, keep_last=config.log.keep_last)
 
     if resume_step is None:
-        t0 = time.perf_counter()
         log.log(0, {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0})
-        timer_eval += time.perf_counter() - t0
 
     bar = tqdm(total=config.train.steps, initial=trainer.step, desc="RL", disable=not progress, dynamic_ncols=True)
     while trainer.step < config.train.steps:

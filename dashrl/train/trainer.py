@@ -165,10 +165,7 @@ class Trainer:
     # ------------------------------------------------------ loss + backward
 
     def _logprobs(self, model, mb: MicroBatch) -> torch.Tensor:
-        """(B, C) log-probs of the completion tokens under ``model``."""
-        out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids,
-                    logits_to_keep=mb.completion_len + 1, use_cache=False)
-        return token_logprobs(out.logits[:, :-1], mb.completion_ids, self.cfg.sampling.temperature)
+        return completion_logprobs(model, mb, self.cfg.sampling.temperature)
 
     def _accumulate(self, rows: list[Sample], first_pass: bool, stats: UpdateStats, timer: StageTimer) -> None:
         """Forward + backward one micro-batch, adding its gradient and stats to the step's."""
@@ -240,6 +237,13 @@ class Trainer:
             "tokens/generated": int(lengths.sum().item()),
             "tokens/trained": sum(s.num_tokens for s in kept) * self.cfg.algo.updates_per_batch,
         }
+
+
+def completion_logprobs(model, mb: MicroBatch, temperature: float) -> torch.Tensor:
+    """(B, C) log-probs of a micro-batch's completion tokens under ``model`` (logits of completions only)."""
+    out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids,
+                logits_to_keep=mb.completion_len + 1, use_cache=False)
+    return token_logprobs(out.logits[:, :-1], mb.completion_ids, temperature)
 
 
 def _store(rows: list[Sample], attr: str, values: torch.Tensor) -> None:
