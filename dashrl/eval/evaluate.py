@@ -15,7 +15,7 @@ import torch
 from dashrl.config import EvalConfig
 from dashrl.eval.passk import mean_pass_at_k
 from dashrl.rollout.engine import Engine, SamplingParams
-from dashrl.tasks.base import Problem, Task
+from dashrl.tasks.base import Problem, Task, score_all
 
 
 @dataclass
@@ -29,8 +29,10 @@ def _run(engine: Engine, task: Task, problems: list[Problem], n: int, sampling: 
     per_call = max(1, batch_size // n)
     for start in range(0, len(problems), per_call):
         chunk = problems[start : start + per_call]
-        for problem, group in zip(chunk, engine.generate([p.prompt for p in chunk], n, sampling)):
-            yield problem, [(c, task.score(c.text, problem)) for c in group]
+        groups = engine.generate([p.prompt for p in chunk], n, sampling)
+        results = score_all(task, [c.text for g in groups for c in g], [p for p in chunk for _ in range(n)])
+        for i, (problem, group) in enumerate(zip(chunk, groups)):
+            yield problem, list(zip(group, results[i * n : (i + 1) * n]))
 
 
 def evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int,

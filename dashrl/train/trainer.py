@@ -25,7 +25,7 @@ from dashrl.algo.filtering import keep_mask
 from dashrl.algo.losses import kl_penalty, loss_numerator, policy_gradient_loss, step_normalizer, token_logprobs
 from dashrl.config import Config
 from dashrl.rollout.engine import Completion, Engine, SamplingParams
-from dashrl.tasks.base import Problem, Task
+from dashrl.tasks.base import Problem, Task, score_all
 from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, pack_by_tokens, split_rows
 
@@ -152,7 +152,10 @@ class Trainer:
     def _score(self, groups: list[tuple[Problem, list[Completion]]], timer: StageTimer) -> list[Sample]:
         """Rewards, then group advantages; one Sample per completion, groups contiguous."""
         with timer.stage("reward"):
-            rewards = [[self.task.score(c.text, p).score for c in completions] for p, completions in groups]
+            flat_results = score_all(self.task, [c.text for _, cs in groups for c in cs],
+                                     [p for p, cs in groups for _ in cs])
+        G = self.cfg.algo.group_size
+        rewards = [[r.score for r in flat_results[i : i + G]] for i in range(0, len(flat_results), G)]
         flat = torch.tensor([r for group in rewards for r in group])
         advantages = group_advantages(flat, self.cfg.algo.group_size, self.cfg.algo.scale_rewards).tolist()
         samples = []
