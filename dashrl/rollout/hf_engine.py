@@ -1,7 +1,9 @@
 """An in-process engine on Hugging Face transformers' ``generate``.
 
 Prompts are left-padded into one batch and each is repeated ``n`` times; the KV
-cache is on (transformers' default). Completions are cut at the first EOS. The
+cache is on (transformers' default). Completions are cut at the first stop token:
+the tokenizer's EOS or any EOS id of the model's generation config (chat models
+end a turn with their own token). The
 engine keeps its own model object, so ``load_weights`` is a real copy, as it
 would be for an engine in another process.
 """
@@ -20,6 +22,7 @@ class HFEngine:
         self.tokenizer = tokenizer
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.stop_ids = stop_token_ids(model, tokenizer)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
@@ -34,7 +37,7 @@ class HFEngine:
             input_ids=input_ids,
             attention_mask=attention_mask,
             max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=self.eos_id,
+            eos_token_id=sorted(self.stop_ids),
             pad_token_id=self.pad_id,
             **kwargs,
         )
@@ -46,8 +49,9 @@ class HFEngine:
         return groups
 
     def _completion(self, prompt_ids: tuple[int, ...], ids: list[int]) -> Completion:
-        if self.eos_id in ids:
-            ids, reason = ids[: ids.index(self.eos_id) + 1], "stop"
+        stop = next((i for i, t in enumerate(ids) if t in self.stop_ids), None)
+        if stop is not None:
+            ids, reason = ids[: stop + 1], "stop"
         else:
             reason = "length"
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -55,3 +59,16 @@ class HFEngine:
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state, strict=True)
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Token ids that end a completion: the tokenizer's EOS plus the model's generation EOS ids.
+
+    Chat models often end a turn with a token (e.g. ``<|im_end|>``) that their
+    generation config lists as EOS while the tokenizer's ``eos_token`` differs.
+    """
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if config_eos is not None:
+        ids |= set(config_eos) if isinstance(config_eos, (list, tuple)) else {config_eos}
+    return ids
