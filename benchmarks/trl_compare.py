@@ -219,6 +219,7 @@ def run_trl(args, out: Path) -> dict:
     from dashrl.models import load_model, load_tokenizer
     from dashrl.rewards.math import score_math
     from dashrl.rollout.hf_engine import HFEngine
+    from dashrl.config import TaskConfig
     from dashrl.tasks import get_task
     from dashrl.testbed.pretrain import ensure_base_checkpoint
 
@@ -228,7 +229,7 @@ def run_trl(args, out: Path) -> dict:
     warnings.filterwarnings("ignore", category=FutureWarning)
     t_start = time.perf_counter()
     model_path = str(ensure_base_checkpoint(progress=False))
-    task = get_task("testbed", EVAL_SEED)
+    task = get_task(TaskConfig(name="testbed", eval_seed=EVAL_SEED))
     stream = task.train_stream(TRAIN_SEED)
     problems = [next(stream) for _ in range(args.steps * args.prompts_per_step)]
     dataset = datasets.Dataset.from_list([{"prompt": p.prompt, "answer": p.answer, "id": p.id} for p in problems])

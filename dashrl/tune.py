@@ -50,6 +50,7 @@ from dashrl.train.trainer import completion_logprobs
 from dashrl.config import Config, to_yaml
 from dashrl.errors import UserError
 from dashrl.rollout.engine import SamplingParams
+from dashrl.tasks.prompts import prompt_formatter
 from dashrl.train.batch import Sample, collate
 
 GEN_TOLERANCE = 0.05  # generation: prefer a larger batch within 5% of the best tokens/s
@@ -438,7 +439,8 @@ def tune(config: Config, policy, tokenizer, engine, task, max_batch: int | None 
                               top_k=config.sampling.top_k, max_new_tokens=config.sampling.max_new_tokens)
     torch.manual_seed(config.train.seed)
     stream = task.train_stream(config.task.train_seed)
-    prompts = [next(stream).prompt for _ in range(max(64, 2 * math.ceil(max(gen_sizes) / G)))]
+    format_prompt = prompt_formatter(config.task, tokenizer)  # the prompts training would send
+    prompts = [format_prompt(next(stream)) for _ in range(max(64, 2 * math.ceil(max(gen_sizes) / G)))]
     gen_rows = measure_generation(engine, prompts, G, gen_sizes, sampling, repeats=gen_repeats, progress=progress)
     if progress:
         progress(f"sampling {max(micro_sizes)} completions for the training measurement")

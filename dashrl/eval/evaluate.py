@@ -16,6 +16,7 @@ from dashrl.config import EvalConfig
 from dashrl.eval.passk import mean_pass_at_k
 from dashrl.rollout.engine import Engine, SamplingParams
 from dashrl.tasks.base import Problem, Task, score_all
+from dashrl.tasks.prompts import PromptFormatter, raw_prompt
 
 
 @dataclass
@@ -24,31 +25,34 @@ class EvalResult:
     records: list[dict] = field(default_factory=list)  # one per completion: id, prompt, completion, score, reason, mode
 
 
-def _run(engine: Engine, task: Task, problems: list[Problem], n: int, sampling: SamplingParams, batch_size: int):
+def _run(engine: Engine, task: Task, problems: list[Problem], n: int, sampling: SamplingParams, batch_size: int,
+         format_prompt: PromptFormatter = raw_prompt):
     """Yield (problem, [(completion, RewardResult), ...]) for every problem."""
     per_call = max(1, batch_size // n)
     for start in range(0, len(problems), per_call):
         chunk = problems[start : start + per_call]
-        groups = engine.generate([p.prompt for p in chunk], n, sampling)
+        groups = engine.generate([format_prompt(p) for p in chunk], n, sampling)
         results = score_all(task, [c.text for g in groups for c in g], [p for p in chunk for _ in range(n)])
         for i, (problem, group) in enumerate(zip(chunk, groups)):
             yield problem, list(zip(group, results[i * n : (i + 1) * n]))
 
 
 def evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int,
-             seed: int = 0) -> EvalResult:
+             seed: int = 0, format_prompt: PromptFormatter = raw_prompt) -> EvalResult:
+    """Evaluate; ``format_prompt`` turns a Problem into the engine's prompt (as in training)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return _evaluate(engine, task, problems, cfg, max_new_tokens)
+        return _evaluate(engine, task, problems, cfg, max_new_tokens, format_prompt)
 
 
-def _evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int) -> EvalResult:
+def _evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int,
+              format_prompt: PromptFormatter) -> EvalResult:
     metrics: dict[str, float] = {}
     records: list[dict] = []
 
     def run(mode: str, n: int, sampling: SamplingParams) -> list[tuple[int, int]]:
         counts, lengths = [], []
-        for problem, scored in _run(engine, task, problems, n, sampling, cfg.batch_size):
+        for problem, scored in _run(engine, task, problems, n, sampling, cfg.batch_size, format_prompt):
             correct = sum(r.score >= 1.0 for _, r in scored)
             counts.append((n, correct))
             for completion, result in scored:

@@ -2,7 +2,8 @@
 
 Layout under ``run_dir/checkpoints/``::
 
-    step_000100/model/            Hugging Face format (plain from_pretrained loads it)
+    step_000100/model/            Hugging Face format (plain from_pretrained loads it; LoRA merged in)
+    step_000100/adapter/          LoRA runs only: the adapter in PEFT's format (what resume loads)
     step_000100/trainer_state.pt  optimizer, scheduler, RNG states, step, extra
     latest                        text file naming the newest step directory
 
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from dashrl.train.lora import ADAPTER, is_lora, save_adapter, save_plain
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -157,7 +160,9 @@ def save_checkpoint(
     _clean_tmp(ckpt_root)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{_step_name(step)}-", dir=ckpt_root))
     tmp_dir.chmod(0o755)
-    model.save_pretrained(tmp_dir / MODEL)
+    save_plain(model, tmp_dir / MODEL)  # with LoRA: the merged model, loadable without peft
+    if is_lora(model):
+        save_adapter(model, tmp_dir / ADAPTER)  # the adapter alone, for resume
     tokenizer.save_pretrained(tmp_dir / MODEL)
     state = {
         "step": step,

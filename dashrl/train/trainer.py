@@ -26,8 +26,10 @@ from dashrl.algo.losses import kl_penalty, loss_numerator, policy_gradient_loss,
 from dashrl.config import Config
 from dashrl.rollout.engine import Completion, Engine, SamplingParams
 from dashrl.tasks.base import Problem, Task, score_all
+from dashrl.tasks.prompts import prompt_formatter
 from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, pack_by_tokens, split_rows
+from dashrl.train.lora import plain_state_dict
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Trainer:
         self.engine = engine
         self.task = task
         self.reference = reference
+        self.format_prompt = prompt_formatter(config.task, tokenizer)  # Problem -> engine prompt
         self.device = next(policy.parameters()).device
         algo, train = config.algo, config.train
         self.generation_batch_size = train.generation_batch_size or algo.prompts_per_step * algo.group_size
@@ -73,7 +76,8 @@ class Trainer:
             max_new_tokens=config.sampling.max_new_tokens,
         )
         self.optimizer = torch.optim.AdamW(
-            policy.parameters(), lr=train.lr, betas=train.adam_betas, weight_decay=train.weight_decay
+            [p for p in policy.parameters() if p.requires_grad],  # with LoRA: the adapters only
+            lr=train.lr, betas=train.adam_betas, weight_decay=train.weight_decay,
         )
         self.scheduler = get_scheduler(
             "constant_with_warmup" if train.lr_schedule == "constant" else train.lr_schedule,
@@ -117,7 +121,7 @@ class Trainer:
             updates.append(self._optimizer_step(stats, dropped, timer))
         if any(not u["optimizer/skipped"] for u in updates):  # unchanged weights need no sync
             with timer.stage("weight_sync"):
-                self.engine.load_weights(self.policy.state_dict())
+                self.engine.load_weights(plain_state_dict(self.policy))  # LoRA merged in
         self.step += 1
         return {**self._sample_metrics(scored, kept), **_mean_dicts(updates), **timer.reset()}
 
@@ -144,7 +148,8 @@ class Trainer:
         groups: dict[int, tuple[Problem, list[Completion]]] = {}
         with timer.stage("generation"):
             for prompts, n in calls:
-                for problem, completions in zip(prompts, self.engine.generate([p.prompt for p in prompts], n, self.sampling)):
+                texts = [self.format_prompt(p) for p in prompts]
+                for problem, completions in zip(prompts, self.engine.generate(texts, n, self.sampling)):
                     groups.setdefault(id(problem), (problem, []))[1].extend(completions)
                     timer.add_tokens("generation", sum(len(c.token_ids) for c in completions))
         return list(groups.values())
