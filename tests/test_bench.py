@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from dashrl.bench import variant_config
 from dashrl.cli import main
 from dashrl.config import load_config
@@ -48,3 +50,16 @@ def test_bench_runs_variants_and_writes_report(tiny_model_dir, tmp_path, capsys)
 def test_unknown_variant_is_a_clear_error(capsys, tmp_path):
     assert main(["bench", "--variants", "grpo,fast", "--out", str(tmp_path / "b")]) == 2
     assert "unknown bench variant 'fast'" in capsys.readouterr().err
+
+
+def test_stage_seconds_and_curves_leave_out_evaluation_and_checkpoints():
+    from dashrl.bench import curve_vs_seconds, stage_seconds
+
+    rows = [{"step": 0, "eval/greedy/pass@1": 0.3},
+            {"step": 1, "time/step": 2.0, "time/evaluation": 0.5, "time/generation": 1.0, "reward/mean": 0.1},
+            {"step": 2, "time/step": 1.0, "time/checkpoint": 0.2, "time/generation": 0.6, "reward/mean": 0.3}]
+    # generation 1.0 + 0.6 = 1.6; evaluation and checkpoint are not training stages
+    assert stage_seconds(rows) == {"generation": pytest.approx(1.6)}
+    # training clock: 2.0 - 0.5 = 1.5 after step 1, then + 1.0 - 0.2 = 2.3 after step 2
+    assert curve_vs_seconds(rows, "reward/mean") == [(1.5, 0.1), (pytest.approx(2.3), 0.3)]
+    assert curve_vs_seconds(rows, "missing") == []

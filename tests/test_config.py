@@ -53,4 +53,7 @@ def test_missing_and_malformed_files(tmp_path):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load_and_start_with_their_command(path):
     load_config(path)
-    assert path.read_text().startswith(f"# dashrl train {path.relative_to(path.parent.parent)}")
+    first = path.read_text().splitlines()[0]
+    command = first.removeprefix("# dashrl ").split(" ")[0]
+    assert command in ("train", "study", "bench", "tune")
+    assert first.startswith(f"# dashrl {command} {path.relative_to(path.parent.parent)}")

@@ -6,7 +6,8 @@ reference solutions, stopped as soon as greedy accuracy on a calibration set
 sometimes, so that RL has both signal and room. Deterministic for a given seed
 on a given machine. Cached under ``$DASHRL_CACHE`` (default ``~/.cache/dashrl``)
 and written atomically, so a second run reuses it and a killed build leaves
-nothing that loads.
+nothing that loads. ``ensure_teacher_checkpoint`` builds a stronger checkpoint
+the same way (pretraining run on to a higher accuracy): the teacher of SFT-M.
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ def ensure_base_checkpoint(spec: PretrainSpec = PretrainSpec(), progress: bool =
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+TEACHER = PretrainSpec(target_accuracy=0.75, max_steps=3000)
+
+
+def ensure_teacher_checkpoint(spec: PretrainSpec | None = None, progress: bool = True) -> Path:
+    """A stronger testbed checkpoint for distillation (SFT-M): the same pretraining, run on to a higher accuracy.
+
+    It retraces the base model's pretraining (same seed and data) and goes on
+    until calibration accuracy reaches ``spec.target_accuracy`` (default ``TEACHER``:
+    75%, reached after about twice the base's steps); cached like the base.
+    """
+    return ensure_base_checkpoint(spec or TEACHER, progress)
 
 
 def _sft_batch(tokenizer, problems):

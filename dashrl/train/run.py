@@ -8,7 +8,6 @@ summary holds both, so every run reports what RL changed.
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from dataclasses import dataclass
@@ -20,12 +19,13 @@ from tqdm import tqdm
 from dashrl.config import Config, load_config
 from dashrl.errors import UserError
 from dashrl.eval.evaluate import evaluate
-from dashrl.models import load_model, load_tokenizer, resolve_model_path
+from dashrl.models import load_model, load_policy, load_tokenizer, resolve_model_path
 from dashrl.rollout.hf_engine import HFEngine
 from dashrl.runlog import RunLog
 from dashrl.tasks import get_task
 from dashrl.timing import summarize_shares
 from dashrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from dashrl.train.lora import AdaptersOff, plain_copy
 from dashrl.train.trainer import Trainer
 
 HEADLINE = ("greedy/pass@1", "sampled/pass@1")
@@ -58,22 +58,25 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         raise UserError(f"cannot resume: no complete checkpoint in {run_dir / 'checkpoints'}")
-    task = get_task(config.task.name, config.task.eval_seed)
+    task = get_task(config.task)
     model_path = resolve_model_path(config.model.path, progress=progress)
     seed_everything(config.train.seed)
     tokenizer = load_tokenizer(model_path)
-    policy = load_model(str(checkpoint / "model") if checkpoint else model_path, config.model.dtype)
+    policy = load_policy(model_path, config.model, checkpoint)
     policy.train()
     reference = None
-    if config.algo.beta > 0:  # only then is a reference model loaded
+    if config.algo.beta > 0 and config.model.lora.enabled:  # the base weights, adapters off: no second copy
+        reference = AdaptersOff(policy)
+    elif config.algo.beta > 0:  # only then is a reference model loaded
         reference = load_model(model_path, config.model.dtype).eval().requires_grad_(False)
-    engine = HFEngine(copy.deepcopy(policy), tokenizer)
+    engine = HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
     trainer = Trainer(config, policy, tokenizer, engine, task, reference)
     return Setup(config, trainer, checkpoint)
 
 
 def _eval(trainer: Trainer, config: Config, problems) -> dict:
-    result = evaluate(trainer.engine, trainer.task, problems, config.eval, config.sampling.max_new_tokens)
+    result = evaluate(trainer.engine, trainer.task, problems, config.eval, config.sampling.max_new_tokens,
+                      format_prompt=trainer.format_prompt)
     return {f"eval/{k}": v for k, v in result.metrics.items()}
 
 
@@ -100,13 +103,17 @@ def train(setup: Setup, progress: bool = True) -> dict:
 
     if resume_step is None:
         log.log(0, {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0})
+    # training seconds so far, for train.max_seconds (evaluation and checkpoints excluded, as in the summary)
+    trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"]
 
     bar = tqdm(total=config.train.steps, initial=trainer.step, desc="RL", disable=not progress, dynamic_ncols=True)
     while trainer.step < config.train.steps:
         t0 = time.perf_counter()
         metrics = trainer.train_step(trainer.next_problems())
         step = trainer.step
-        last = step == config.train.steps
+        trained_seconds += time.perf_counter() - t0
+        out_of_time = config.train.max_seconds is not None and trained_seconds >= config.train.max_seconds
+        last = step == config.train.steps or out_of_time
         if last or (config.eval.every and step % config.eval.every == 0):
             t_eval = time.perf_counter()
             metrics.update(_eval(trainer, config, eval_problems))
@@ -121,6 +128,8 @@ def train(setup: Setup, progress: bool = True) -> dict:
         bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['reward/accuracy']:.2f}",
                         s_per_step=f"{metrics['time/step']:.2f}")
         bar.update(1)
+        if out_of_time:
+            break
     bar.close()
     summary = summarize(log.read_metrics(), wall())
     log.write_summary(summary)
