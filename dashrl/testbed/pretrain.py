@@ -109,7 +109,7 @@ def greedy_accuracy(model, tokenizer, problems, max_new_tokens: int = 64) -> flo
     engine = HFEngine(model, tokenizer)  # wraps the same model object: no copy
     groups = engine.generate([p.prompt for p in problems], 1, SamplingParams(max_new_tokens=max_new_tokens, greedy=True))
     model.train()
-    return sum(score_math(g[0].text, p.answer).score for g, p in zip(groups, problems)) / len(problems)
+    return sum(score_math(g[0].text, p.answer, symbolic=False).score for g, p in zip(groups, problems)) / len(problems)
 
 
 def pretrain(spec: PretrainSpec, progress: bool = True):

@@ -437,3 +437,11 @@ def test_math500_references_verify_and_changed_answers_do_not() -> None:
     assert report.items == 500
     assert report.positive_rate >= 0.99, report.positive_failures
     assert report.negative_rate >= 0.99, report.negative_failures
+
+
+def test_symbolic_off_decides_by_the_cheap_checks_alone():
+    # math-verify accepts \\sqrt{144} for 12; with symbolic=False only strings and numbers count
+    assert score_math("\\boxed{\\sqrt{144}}", "12").reason == "correct"
+    assert score_math("\\boxed{\\sqrt{144}}", "12", symbolic=False).reason == "wrong_answer"
+    assert score_math("\\boxed{12.0}", "12", symbolic=False).reason == "correct"
+    assert score_math("\\boxed{ab}", "12", symbolic=False).reason == "wrong_answer"
