@@ -33,7 +33,7 @@ from dashrl.config import Config
 from dashrl.study import plots
 from dashrl.study.findings import LABELS, Finding, Outcome, findings
 from dashrl.study.presets import SFT_PRESETS, Job, describe
-from dashrl.study.runner import BASE, STUDY_EVAL, load_run
+from dashrl.study.rundir import BASE, STUDY_EVAL, load_run
 
 STAGES = ("generation", "reward", "reference", "forward_backward", "optimizer", "weight_sync")
 PLOTS = {

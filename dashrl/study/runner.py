@@ -33,11 +33,10 @@ from pydantic import ValidationError
 
 from dashrl.config import Config, ConfigError, EvalConfig, TaskConfig, load_config, to_yaml
 from dashrl.errors import UserError
-from dashrl.runlog import read_metrics
 from dashrl.study.presets import Job, plan
+from dashrl.study.report import write_report
+from dashrl.study.rundir import BASE, STUDY_EVAL
 
-STUDY_EVAL = "study_eval.json"
-BASE = "base"
 
 
 def ood_task_config(config: Config) -> TaskConfig | None:
@@ -199,7 +198,6 @@ def run_study(config: Config, progress: bool = True, report_only: bool = False, 
     ``say``: where the one-line progress messages go (default: printed and flushed).
     """
     say = say or (lambda line: print(line, flush=True))
-    from dashrl.study.report import write_report
     from dashrl.train.checkpoint import latest_checkpoint
 
     jobs = plan(config)
@@ -245,12 +243,3 @@ def run_study(config: Config, progress: bool = True, report_only: bool = False, 
             evaluate_model(str(checkpoint / "model"), config, job.run_dir, in_distribution=False)
     say(f"study: all runs done ({time.perf_counter() - start:.0f} s in this invocation)")
     return write_report(config, out_dir, jobs)
-
-
-def load_run(run_dir: Path) -> dict:
-    """What the report reads from one run directory (missing files give None / [])."""
-    def read(name: str):
-        path = run_dir / name
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    return {"summary": read("summary.json"), "study_eval": read(STUDY_EVAL), "rows": read_metrics(run_dir / "metrics.jsonl")}

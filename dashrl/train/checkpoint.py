@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from dashrl.train.lora import ADAPTER, is_lora, save_adapter, save_plain
+from dashrl.models.lora import ADAPTER, is_lora, save_adapter, save_plain
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"

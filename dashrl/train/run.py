@@ -25,7 +25,7 @@ from dashrl.runlog import RunLog
 from dashrl.tasks import get_task
 from dashrl.timing import summarize_shares
 from dashrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from dashrl.train.lora import AdaptersOff, plain_copy
+from dashrl.models.lora import AdaptersOff, plain_copy
 from dashrl.train.trainer import Trainer
 
 HEADLINE = ("greedy/pass@1", "sampled/pass@1")

@@ -45,7 +45,7 @@ from dashrl.tasks.prompts import PromptFormatter, prompt_formatter, raw_prompt
 from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, split_rows
 from dashrl.train.checkpoint import save_checkpoint
-from dashrl.train.lora import plain_copy, plain_state_dict
+from dashrl.models.lora import plain_copy, plain_state_dict
 from dashrl.train.trainer import completion_logprobs
 
 TESTBED_TEACHER = "testbed-teacher"

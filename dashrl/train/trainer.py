@@ -29,7 +29,7 @@ from dashrl.tasks.base import Problem, Task, score_all
 from dashrl.tasks.prompts import prompt_formatter
 from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, pack_by_tokens, split_rows
-from dashrl.train.lora import plain_state_dict
+from dashrl.models.lora import plain_state_dict
 
 
 @dataclass

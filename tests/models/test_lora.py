@@ -14,7 +14,7 @@ from dashrl.config import LoraConfig, load_config
 from dashrl.errors import UserError
 from dashrl.rewards.result import RewardResult
 from dashrl.train.checkpoint import save_checkpoint
-from dashrl.train.lora import ADAPTER, AdaptersOff, apply_lora, plain_state_dict
+from dashrl.models.lora import ADAPTER, AdaptersOff, apply_lora, plain_state_dict
 from dashrl.train.run import prepare, resume_config, train
 
 FAST = ["algo.group_size=4", "algo.prompts_per_step=2", "train.micro_batch_size=4", "algo.filter_tau=null",

@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dashrl.config import ModelConfig
 from dashrl.errors import UserError
+from dashrl.models.lora import ADAPTER, apply_lora, load_adapter
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GGUF_SUFFIX = ".gguf"
@@ -154,8 +155,6 @@ def load_policy(path: str, model_config: ModelConfig, checkpoint: Path | None = 
     """
     lora = model_config.lora
     if checkpoint is not None:
-        from dashrl.train.lora import ADAPTER
-
         has_adapter = (checkpoint / ADAPTER).is_dir()
         if lora.enabled and not has_adapter:
             raise UserError(f"cannot resume with model.lora.enabled=true: {checkpoint} holds no {ADAPTER}/ "
@@ -164,8 +163,6 @@ def load_policy(path: str, model_config: ModelConfig, checkpoint: Path | None = 
             raise UserError(f"cannot resume with model.lora.enabled=false: {checkpoint} was trained with LoRA")
     if not lora.enabled:
         return load_model(str(checkpoint / "model") if checkpoint else path, model_config.dtype)
-    from dashrl.train.lora import ADAPTER, apply_lora, load_adapter
-
     policy = apply_lora(load_model(path, model_config.dtype), lora)
     if checkpoint is not None:
         load_adapter(policy, checkpoint / ADAPTER, lora)
