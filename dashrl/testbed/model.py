@@ -5,8 +5,9 @@ merges, so every byte is one token and no input is unknown. It is built with
 the `tokenizers` library and saved in the same form as Qwen2's, so that plain
 ``AutoTokenizer.from_pretrained`` reloads it exactly (transformers rebuilds a
 Qwen2 model's tokenizer from vocab + merges). The model is a Qwen2 architecture
-at toy size (~0.17M parameters). Both save and load with ``save_pretrained`` /
-``from_pretrained``.
+at toy size (~0.17M parameters) whose attention heads are ``HEAD_DIM`` = 32 wide
+(vLLM's CPU attention rejects narrower heads), so the same model runs on both
+engines. Both save and load with ``save_pretrained`` / ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 PAD, EOS = "<pad>", "<eos>"
+HEAD_DIM = 32  # the narrowest head vLLM's CPU attention accepts
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -27,15 +29,20 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_model(vocab_size: int, seed: int, hidden: int = 128, layers: int = 4) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2 of the given width and depth: hidden // 32 heads of 32 (at least one),
+    half as many key/value heads (grouped-query attention, at least one)."""
     import torch
+
+    heads = max(1, hidden // HEAD_DIM)
 
     config = Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=hidden * 3,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        head_dim=hidden // heads,
         max_position_embeddings=256,
         tie_word_embeddings=True,
         pad_token_id=0,
