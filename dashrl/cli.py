@@ -36,6 +36,7 @@ def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from dashrl.config import load_config
+    from dashrl.rollout.factory import close_engine
     from dashrl.train.run import format_summary, prepare, resume_config, train
 
     config_path, overrides = _split_args(args.items)
@@ -47,7 +48,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = load_config(config_path, overrides)
     progress = config.log.progress and not args.no_progress
     setup = prepare(config, resume=bool(args.resume), progress=progress)
-    summary = train(setup, progress=progress)
+    try:
+        summary = train(setup, progress=progress)
+    finally:
+        close_engine(setup.trainer.engine)
     print(format_summary(summary))
     print(f"run directory: {config.log.run_dir}")
     return 0

