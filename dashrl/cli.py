@@ -58,28 +58,36 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _task_model_tokenizer(config, model_path: str, progress: bool):
-    """The configured task and a model + tokenizer (validated before anything loads)."""
+    """The configured task, a model + tokenizer and the resolved model path (validated before anything loads)."""
     from dashrl.models import load_model, load_tokenizer, resolve_model_path
+    from dashrl.rollout.factory import check_engine
     from dashrl.tasks import get_task
 
+    check_engine(config)
     task = get_task(config.task)
     path = resolve_model_path(model_path, progress=progress)
-    return task, load_model(path, config.model.dtype), load_tokenizer(path)
+    return task, load_model(path, config.model.dtype), load_tokenizer(path), path
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from dashrl.config import load_config
     from dashrl.eval.evaluate import evaluate
+    from dashrl.rollout.factory import close_engine, make_engine
     from dashrl.rollout.hf_engine import HFEngine
     from dashrl.tasks.prompts import prompt_formatter
 
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
-    task, model, tokenizer = _task_model_tokenizer(config, args.checkpoint or config.model.path, not args.no_progress)
+    task, model, tokenizer, path = _task_model_tokenizer(config, args.checkpoint or config.model.path,
+                                                         not args.no_progress)
     format_prompt = prompt_formatter(config.task, tokenizer)
-    engine = HFEngine(model, tokenizer)
+    engine = HFEngine(model, tokenizer) if config.rollout.engine == "hf" else make_engine(config, path, model, tokenizer)
     problems = task.eval_problems(config.eval.num_problems, config.task.eval_seed)
-    result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens, format_prompt=format_prompt)
+    try:
+        result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens,
+                          format_prompt=format_prompt)
+    finally:
+        close_engine(engine)
     print(f"{'metric':<24}{'value':>10}")
     for key, value in result.metrics.items():
         print(f"{key:<24}{value if 'length' in key else value * 100:>10.1f}")
@@ -106,11 +114,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    import copy
-
     from dashrl import tune
     from dashrl.config import load_config
-    from dashrl.rollout.hf_engine import HFEngine
+    from dashrl.rollout.factory import close_engine, make_engine
 
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
@@ -119,11 +125,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.write and Path(args.write).is_dir():
         raise UserError(f"--write {args.write}: is a directory; give a file name such as tuned.yaml")
     progress = config.log.progress and not args.no_progress
-    task, model, tokenizer = _task_model_tokenizer(config, config.model.path, progress)
-    engine = HFEngine(copy.deepcopy(model), tokenizer)
+    task, model, tokenizer, path = _task_model_tokenizer(config, config.model.path, progress)
+    engine = make_engine(config, path, model, tokenizer)  # rollout.engine: the curve of the engine training uses
     report = (lambda line: print(f"tune: {line}", file=sys.stderr, flush=True)) if progress else None
-    result = tune.tune(config, model, tokenizer, engine, task, max_batch=args.max_batch, progress=report)
+    try:
+        result = tune.tune(config, model, tokenizer, engine, task, max_batch=args.max_batch, progress=report)
+    finally:
+        close_engine(engine)
     rec = result["recommendation"]
+    print(f"engine: {config.rollout.engine}")
     print(tune.format_curves(result["generation"], result["training"], rec))
     print()
     print(tune.format_recommendation(rec))

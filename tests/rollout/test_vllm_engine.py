@@ -205,3 +205,25 @@ def test_lora_rl_steps_with_adapter_sync(testbed_dir, tmp_path):
     assert summary["steps"] == 2
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["time/weight_sync"] > 0 for r in rows if "time/step" in r)
+
+
+def test_bench_runs_variants_on_both_engines(testbed_dir, tmp_path, capsys):
+    from dashrl.cli import main
+
+    out = tmp_path / "bench"
+    overrides = _rl_overrides(testbed_dir, tmp_path / "unused", "train.steps=1", "eval.num_problems=2",
+                              "eval.samples=0", "rollout.engine=hf")
+    assert main(["bench", *overrides, "--variants", "grpo,dash@vllm", "--out", str(out), "--paper-micro-batch", "4",
+                 "--no-progress"]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert {n: r["engine"] for n, r in report["variants"].items()} == {"grpo": "hf", "dash@vllm": "vllm"}
+    assert "| dash@vllm | vllm |" in (out / "bench.md").read_text()
+
+
+def test_tune_measures_the_vllm_engine(testbed_dir, tmp_path, capsys):
+    from dashrl.cli import main
+
+    overrides = _rl_overrides(testbed_dir, tmp_path / "run")
+    assert main(["tune", *overrides, "--max-batch", "8", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "engine: vllm" in printed and "train.generation_batch_size" in printed
