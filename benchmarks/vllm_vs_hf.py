@@ -17,7 +17,8 @@ For each model (the built-in testbed, SmolLM2-135M-Instruct):
 Every HF measurement runs before the first vLLM engine starts: vLLM's CPU
 backend binds this process's OpenMP threads and ignores later
 ``torch.set_num_threads``, which would change the HF numbers. Both engines use
-the model's dtype (float32 here).
+the model's dtype (float32 here). On a GPU, HF generation runs on the GPU;
+the RL steps' trainer runs where ``dashrl train`` puts it.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def generation(model_key: str, engine_name: str, batches: list[int]) -> list[dic
     config = load_config(overrides=[f"model.path={path_name}", f"rollout.engine={engine_name}"])
     path = resolve_model_path(config.model.path)
     model, tokenizer = load_model(path, config.model.dtype), load_tokenizer(path)
+    import torch
+
+    if engine_name == "hf" and torch.cuda.is_available():  # HF generate on the GPU too (vLLM picks it itself)
+        model = model.to("cuda")
     prompts = _prompts(config, tokenizer, 1 + sum(max(b // GROUP, 1) for b in batches))
     print(f"== generation, {model_key} on {engine_name} ({max_new} new tokens)", flush=True)
     engine = make_engine(config, path, model, tokenizer)

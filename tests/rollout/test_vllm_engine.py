@@ -227,3 +227,29 @@ def test_tune_measures_the_vllm_engine(testbed_dir, tmp_path, capsys):
     assert main(["tune", *overrides, "--max-batch", "8", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "engine: vllm" in printed and "train.generation_batch_size" in printed
+
+
+def test_sleep_mode_releases_memory_between_calls_and_keeps_parity(testbed_dir):
+    """CUDA: the engine sleeps after each call and wakes for weight pushes and calls. Elsewhere: a one-line error."""
+    from vllm.platforms import current_platform
+
+    from dashrl.errors import UserError
+
+    model = AutoModelForCausalLM.from_pretrained(testbed_dir)
+    tokenizer = AutoTokenizer.from_pretrained(testbed_dir)
+    cfg = RolloutConfig(engine="vllm", kv_cache_gib=0.25, sleep_mode=True)
+    if not current_platform.is_sleep_mode_available():
+        with pytest.raises(UserError, match="no sleep mode on this platform"):
+            VLLMEngine(str(testbed_dir), tokenizer, stop_token_ids(model, tokenizer), cfg)
+        return
+    engine = VLLMEngine(str(testbed_dir), tokenizer, stop_token_ids(model, tokenizer), cfg)
+    hf = HFEngine(model, tokenizer)
+    try:
+        assert _ids(engine.generate(PROMPTS, 1, GREEDY)) == _ids(hf.generate(PROMPTS, 1, GREEDY))
+        assert engine._asleep == {"weights", "kv_cache"}
+        _perturb(model, 0.3)
+        engine.load_weights(model.state_dict())
+        assert engine._asleep == {"kv_cache"}
+        assert _ids(engine.generate(PROMPTS, 1, GREEDY)) == _ids(hf.generate(PROMPTS, 1, GREEDY))
+    finally:
+        engine.close()
