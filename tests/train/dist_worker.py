@@ -55,8 +55,8 @@ def run_case(model_dir: str, run_dir: str, case) -> tuple[list[torch.Tensor], di
     cfg = load_config(overrides=[
         f"model.path={model_dir}", f"log.run_dir={run_dir}", f"algo.group_size={G}", "algo.prompts_per_step=4",
         "train.micro_batch_size=2", "sampling.max_new_tokens=16", f"algo.loss_agg={agg}",
-        f"algo.filter_tau={'null' if tau is None else tau}", f"algo.filter_normalize={norm}", f"algo.updates_per_batch={k}", "algo.clip_eps_low=0.2",
-        "train.max_grad_norm=1e9", "dist.timeout_s=60"])
+        f"algo.filter_tau={'null' if tau is None else tau}", f"algo.filter_normalize={norm}",
+        f"algo.updates_per_batch={k}", "algo.clip_eps_low=0.2", "train.max_grad_norm=1e9", "dist.timeout_s=60"])
     trainer = prepare(cfg, progress=False).trainer
     trainer.optimizer = torch.optim.SGD(trainer.policy.parameters(), lr=0.5)  # change = -0.5 x gradient
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda step: 1.0)
