@@ -52,7 +52,12 @@ class ModelConfig(_Section):
                       "file: local 'DIR/NAME.gguf' or on the hub 'ORG/REPO/NAME.gguf' (dequantized to dtype; the "
                       "tokenizer is read from the same file)")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="parameter dtype of policy, reference model and engine"
+        "float32", description="parameter dtype of policy, reference model and engine (on a GPU, bfloat16 is the "
+        "usual choice)"
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="where policy, reference and engine run: auto "
+        "(CUDA when available, else CPU), cpu, cuda (in a multi-process run: each process's local-rank GPU) or cuda:N"
     )
     lora: LoraConfig = LoraConfig()
 
@@ -238,6 +243,22 @@ class TrainConfig(_Section):
     )
 
 
+class DistConfig(_Section):
+    """Multi-process runs (``dashrl train --nproc N`` or ``torchrun ... -m dashrl train``); ignored with one process."""
+
+    timeout_s: float = Field(
+        600.0, gt=0, description="seconds a collective waits for the other processes before the job fails (a dead or "
+        "stuck process makes every other one exit within this; it must exceed the longest evaluation or checkpoint)"
+    )
+    rebalance: bool = Field(
+        True, description="after gradient filtering, move kept samples between processes so that each has nearly "
+        "the same number of tokens to train on"
+    )
+    threads_per_process: int | None = Field(
+        None, ge=1, description="CPU threads of each process (None = the machine's cores / processes on this node)"
+    )
+
+
 class EvalConfig(_Section):
     num_problems: int = Field(512, ge=1, description="held-out problems evaluated")
     every: int = Field(100, ge=0, description="evaluate every N steps during training (0 = only before and after)")
@@ -336,6 +357,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     log: LogConfig = LogConfig()
+    dist: DistConfig = DistConfig()
     sft: SFTConfig = SFTConfig()
     study: StudyConfig = StudyConfig()
 
