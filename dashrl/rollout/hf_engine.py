@@ -3,15 +3,21 @@
 Prompts are left-padded into one batch and each is repeated ``n`` times; the KV
 cache is on (transformers' default). Completions are cut at the first stop token:
 the tokenizer's EOS or any EOS id of the model's generation config (chat models
-end a turn with their own token). The
+end a turn with their own token). With ``SamplingParams.lengths`` (timing runs)
+a logits processor sets each completion's length instead (``LengthPlan``: drawn
+uniformly per prompt and completion number, the same whatever the batching); as
+in any batched ``generate``, a batch then runs until its longest row is done. The
 engine keeps its own model object, so ``load_weights`` is a real copy, as it
 would be for an engine in another process.
 """
 
 from __future__ import annotations
 
+import random
+import zlib
+
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from dashrl.rollout.engine import Completion, SamplingParams
 
@@ -23,6 +29,7 @@ class HFEngine:
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self.stop_ids = stop_token_ids(model, tokenizer)
+        self._planned: dict[str, int] = {}  # completions given a planned length so far, per prompt (timing runs)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
@@ -33,10 +40,16 @@ class HFEngine:
         kwargs = dict(do_sample=False) if sampling.greedy else dict(
             do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
         )
+        max_new_tokens = sampling.max_new_tokens
+        if sampling.lengths is not None:
+            lengths = [self._planned_length(p, sampling.lengths) for p in prompts for _ in range(n)]
+            plan = LengthPlan(lengths, input_ids.shape[1], self.eos_id, sorted(self.stop_ids))
+            kwargs["logits_processor"] = LogitsProcessorList([plan])
+            max_new_tokens = max(sampling.lengths)
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            max_new_tokens=sampling.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             eos_token_id=sorted(self.stop_ids),
             pad_token_id=self.pad_id,
             **kwargs,
@@ -47,6 +60,13 @@ class HFEngine:
             prompt_ids = tuple(enc["input_ids"][i][prompt_mask.bool()].tolist())
             groups.append([self._completion(prompt_ids, generated[i * n + j]) for j in range(n)])
         return groups
+
+    def _planned_length(self, prompt: str, bounds: tuple[int, int]) -> int:
+        """The length of this prompt's next completion: drawn from a generator seeded by the prompt text and how many
+        completions of it came before, so every schedule (one call or several per group) gets the same lengths."""
+        k = self._planned.get(prompt, 0)
+        self._planned[prompt] = k + 1
+        return random.Random(zlib.crc32(f"{k}:{prompt}".encode())).randint(*bounds)
 
     def _completion(self, prompt_ids: tuple[int, ...], ids: list[int]) -> Completion:
         stop = next((i for i, t in enumerate(ids) if t in self.stop_ids), None)
@@ -59,6 +79,23 @@ class HFEngine:
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state, strict=True)
+
+
+class LengthPlan(LogitsProcessor):
+    """Timing runs: row i ends with EOS as its ``lengths[i]``-th token; every stop token is masked before that."""
+
+    def __init__(self, lengths: list[int], prompt_width: int, eos_id: int, stop_ids: list[int]):
+        self.lengths = torch.tensor(lengths)
+        self.prompt_width, self.eos_id, self.stop_ids = prompt_width, eos_id, stop_ids
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        position = input_ids.shape[1] - self.prompt_width + 1  # the token about to be chosen, counted from 1
+        lengths = self.lengths.to(scores.device)
+        scores[:, self.stop_ids] = torch.where((position < lengths)[:, None], float("-inf"), scores[:, self.stop_ids])
+        ending = position >= lengths
+        scores[ending] = float("-inf")
+        scores[ending, self.eos_id] = 0.0
+        return scores
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
