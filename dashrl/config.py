@@ -401,6 +401,39 @@ class StudyConfig(_Section):
     passk_samples: int = Field(64, ge=1, description="samples per problem of the pass@k curve (k = 1, 2, 4, ... up to this)")
 
 
+class BenchConfig(_Section):
+    """``dashrl bench`` timing runs: a model of a given shape, set completion lengths, a set filter rate."""
+
+    model_shape: str | dict[str, int] | list[str | dict[str, int]] | None = Field(
+        None, description="time a randomly initialised model of this shape instead of model.path: a preset "
+        "(testbed, qwen2.5-0.5b, qwen2.5-1.5b), a config.json path, or {hidden: 256, layers: 8, heads, kv_heads, "
+        "intermediate, vocab}; a list of shapes times each one and writes scaling.json/.md (dashrl.scaling)"
+    )
+    completion_tokens: int | tuple[int, int] | None = Field(
+        None, description="every completion this many tokens long (EOS ignored), or [lo, hi]: lengths drawn "
+        "uniformly; None = the model decides (EOS or sampling.max_new_tokens)"
+    )
+    filter_frac: float | None = Field(
+        None, ge=0, lt=1, description="rewards set so that this fraction of the prompts' groups is all-equal "
+        "(filtered by DASH) and the rest mixed, whatever the completions say (the paper's rate: 0.2); "
+        "None = the task's real rewards"
+    )
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "BenchConfig":
+        tokens = self.completion_tokens
+        if tokens is not None:
+            lo, hi = (tokens, tokens) if isinstance(tokens, int) else tokens
+            if not 1 <= lo <= hi:
+                raise ValueError(f"completion_tokens must be N >= 1 or [lo, hi] with 1 <= lo <= hi, got {tokens}")
+        return self
+
+    @property
+    def timing(self) -> bool:
+        """Whether anything here turns a bench into a timing run (synthetic model, lengths or rewards)."""
+        return any(v is not None for v in (self.model_shape, self.completion_tokens, self.filter_frac))
+
+
 class Config(_Section):
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -413,6 +446,7 @@ class Config(_Section):
     dist: DistConfig = DistConfig()
     sft: SFTConfig = SFTConfig()
     study: StudyConfig = StudyConfig()
+    bench: BenchConfig = BenchConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
