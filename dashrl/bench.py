@@ -16,7 +16,10 @@ A variant runs on the config's ``rollout.engine``; ``NAME@ENGINE`` (e.g.
 ``dash@vllm``, ``grpo@hf``) picks the engine for that variant, so one bench can
 compare schedules on both engines. The table names each variant's engine.
 
-Training seconds exclude evaluation and checkpointing. A variant whose run
+Training seconds exclude evaluation and checkpointing. ``bench.model_shape``,
+``bench.completion_tokens`` and ``bench.filter_frac`` make it a timing run on a
+randomly initialised model of a given shape, with set completion lengths and a
+set filter rate (``dashrl.scaling``; a list of shapes: one bench per shape). A variant whose run
 directory already holds a summary for the same resolved config is not re-run.
 Writes bench.json, bench.md, breakdown.png (sampling vs gradient-update time,
 the paper's breakdown figure) and reward_vs_time.png.
@@ -60,6 +63,10 @@ def variant_config(base: Config, name: str, out_dir: Path, paper_micro_batch: in
     common = [f"log.run_dir={out_dir / name}", "log.save_every=0", "eval.every=0"]
     if engine:
         common.append(f"rollout.engine={engine}")
+    if base.bench.timing:
+        from dashrl.scaling import timing_overrides
+
+        common += timing_overrides(base)
     return with_overrides(base, overrides[schedule] + common)
 
 
@@ -71,6 +78,10 @@ def _run_variant(config: Config, progress: bool) -> list[dict]:
     done = (run_dir / "summary.json").is_file() and (run_dir / "config.yaml").is_file()
     if not (done and (run_dir / "config.yaml").read_text() == to_yaml(config)):
         setup = prepare(config, progress=progress)
+        if config.bench.timing:  # set lengths and synthetic filter-rate rewards
+            from dashrl.scaling import apply_timing
+
+            apply_timing(setup.trainer, config)
         try:
             train(setup, progress=progress)
         finally:
@@ -147,6 +158,10 @@ def run_bench(base: Config, variants: list[str], out_dir: Path, progress: bool =
               paper_micro_batch: int = 4) -> dict:
     from dashrl.rollout.factory import check_engine
 
+    if isinstance(base.bench.model_shape, (str, dict)):  # one shape: a random-init model of it
+        from dashrl.models.shapes import ensure_shape_model
+
+        base = with_overrides(base, [f"model.path={ensure_shape_model(base.bench.model_shape, base.train.seed)}"])
     configs = {name: variant_config(base, name, out_dir, paper_micro_batch) for name in variants}  # validate all first
     for config in configs.values():
         check_engine(config)

@@ -52,13 +52,31 @@ class ModelConfig(_Section):
                       "file: local 'DIR/NAME.gguf' or on the hub 'ORG/REPO/NAME.gguf' (dequantized to dtype; the "
                       "tokenizer is read from the same file)")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="parameter dtype of policy, reference model and engine"
+        "float32", description="parameter dtype of policy, reference model and engine (on a GPU, bfloat16 is the "
+        "usual choice)"
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="where policy, reference and engine run: auto "
+        "(CUDA when available, else CPU), cpu, cuda (in a multi-process run: each process's local-rank GPU) or cuda:N"
     )
     lora: LoraConfig = LoraConfig()
 
 
+class RewardTerm(_Section):
+    """One term of the weighted training reward (task.rewards)."""
+
+    fn: str = Field(..., pattern=r"^(correctness|format|[^:\s]+:[A-Za-z_][A-Za-z0-9_]*)$",
+                    description="correctness, format, or 'module:function' / 'file.py:function'")
+    weight: float = Field(1.0, description="the term's weight in the sum")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$",
+                             description="metric name reward/<name> (default: fn, or the function's name)")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.fn.rpartition(":")[2]
+
+
 _FILE_TASKS = ("jsonl", "math", "gsm8k", "mbpp")  # read from task.path
-_DATASET_TASKS = (*_FILE_TASKS, "humaneval")  # fixed problem lists, scored by a verifier task.reward may replace
 _PROBLEM_FIELDS = ("id", "prompt", "answer", "solution", "tests")
 
 
@@ -96,6 +114,22 @@ class TaskConfig(_Section):
         description="your reward instead of the verifier, 'module:function' or 'file.py:function', called as "
         "fn(completion, problem) -> RewardResult or float (>= 1 counts as correct)"
     )
+    answer_format: str | None = Field(
+        None, description="where the answer is read from, and what the prompt asks for: boxed (last \\boxed{}), "
+        "answer_tag (<answer>...</answer>), last_number, hash (a final '#### x' line) or regex:PATTERN (its first "
+        "group, else the match); None = the task's default (testbed, math: boxed; rg: answer_tag). A set format "
+        "appends its instruction to every prompt"
+    )
+    rg_config: dict[str, Any] | None = Field(
+        None, description="rg: tasks: settings passed to the reasoning-gym dataset, e.g. {min_terms: 2, max_terms: 2, "
+        "max_digits: 1}; unknown keys are an error"
+    )
+    rewards: list[RewardTerm] | None = Field(
+        None, description="training reward as a weighted sum, e.g. [{fn: correctness, weight: 1.0}, {fn: format, "
+        "weight: 0.1}]; fn: correctness (the verifier), format (1 if an answer in task.answer_format is found) or "
+        "'module:function' / 'file.py:function' returning a float; each term is logged as reward/<name>. "
+        "None = correctness alone. Evaluation always scores correctness"
+    )
     prompt_template: str = Field(
         "{prompt}", description="text sent for each problem; {prompt} is replaced by the problem text, other braces "
         "stay literal"
@@ -126,8 +160,7 @@ class TaskConfig(_Section):
                 raise ValueError(f"task.{key} is for tasks read from files ({', '.join(_FILE_TASKS)}), not '{name}'")
         if self.verifier is not None and name != "jsonl":
             raise ValueError(f"task.verifier is for jsonl tasks; '{name}' has its own")
-        if self.reward is not None and name not in _DATASET_TASKS:
-            raise ValueError(f"task.reward is for {', '.join(_DATASET_TASKS)} tasks, not '{name}'")
+        _check_reward_options(self)
         if self.reward is not None and self.verifier is not None:
             raise ValueError("set task.verifier or task.reward, not both")
         unknown = sorted(set(self.fields or {}) - set(_PROBLEM_FIELDS))
@@ -138,6 +171,31 @@ class TaskConfig(_Section):
         if self.system_prompt is not None and self.prompt_format != "chat":
             raise ValueError("task.system_prompt needs task.prompt_format=chat")
         return self
+
+
+def _check_reward_options(task: TaskConfig) -> None:
+    """answer_format, rg_config and rewards fit the task (raises ValueError)."""
+    from dashrl.rewards.answer import answer_format
+
+    code_task = task.name in ("mbpp", "humaneval") or task.verifier == "code"
+    if task.answer_format is not None:
+        if code_task:
+            raise ValueError(f"task.answer_format is for answer tasks; '{task.name}' runs code")
+        try:
+            answer_format(task.answer_format)
+        except ValueError as exc:
+            raise ValueError(f"task.answer_format = {task.answer_format!r}: {exc}") from None
+    if task.rg_config is not None and not task.name.startswith("rg:"):
+        raise ValueError(f"task.rg_config is for rg: (reasoning-gym) tasks, not '{task.name}'")
+    if task.rewards is not None:
+        if not task.rewards:
+            raise ValueError("task.rewards is empty; list at least one {fn: ..., weight: ...}")
+        labels = [term.label for term in task.rewards]
+        clash = sorted({x for x in labels if labels.count(x) > 1} | ({"mean", "accuracy"} & set(labels)))
+        if clash:
+            raise ValueError(f"task.rewards: two terms (or a built-in metric) named '{clash[0]}'; give each a name")
+        if code_task and any(term.fn == "format" for term in task.rewards):
+            raise ValueError(f"task.rewards: the format term needs an answer format; '{task.name}' runs code")
 
 
 class SamplingConfig(_Section):
@@ -238,6 +296,22 @@ class TrainConfig(_Section):
     )
 
 
+class DistConfig(_Section):
+    """Multi-process runs (``dashrl train --nproc N`` or ``torchrun ... -m dashrl train``); ignored with one process."""
+
+    timeout_s: float = Field(
+        600.0, gt=0, description="seconds a collective waits for the other processes before the job fails (a dead or "
+        "stuck process makes every other one exit within this; it must exceed the longest evaluation or checkpoint)"
+    )
+    rebalance: bool = Field(
+        True, description="after gradient filtering, move kept samples between processes so that each has nearly "
+        "the same number of tokens to train on"
+    )
+    threads_per_process: int | None = Field(
+        None, ge=1, description="CPU threads of each process (None = the machine's cores / processes on this node)"
+    )
+
+
 class EvalConfig(_Section):
     num_problems: int = Field(512, ge=1, description="held-out problems evaluated")
     every: int = Field(100, ge=0, description="evaluate every N steps during training (0 = only before and after)")
@@ -327,6 +401,39 @@ class StudyConfig(_Section):
     passk_samples: int = Field(64, ge=1, description="samples per problem of the pass@k curve (k = 1, 2, 4, ... up to this)")
 
 
+class BenchConfig(_Section):
+    """``dashrl bench`` timing runs: a model of a given shape, set completion lengths, a set filter rate."""
+
+    model_shape: str | dict[str, int] | list[str | dict[str, int]] | None = Field(
+        None, description="time a randomly initialised model of this shape instead of model.path: a preset "
+        "(testbed, qwen2.5-0.5b, qwen2.5-1.5b), a config.json path, or {hidden: 256, layers: 8, heads, kv_heads, "
+        "intermediate, vocab}; a list of shapes times each one and writes scaling.json/.md (dashrl.scaling)"
+    )
+    completion_tokens: int | tuple[int, int] | None = Field(
+        None, description="every completion this many tokens long (EOS ignored), or [lo, hi]: lengths drawn "
+        "uniformly; None = the model decides (EOS or sampling.max_new_tokens)"
+    )
+    filter_frac: float | None = Field(
+        None, ge=0, lt=1, description="rewards set so that this fraction of the prompts' groups is all-equal "
+        "(filtered by DASH) and the rest mixed, whatever the completions say (the paper's rate: 0.2); "
+        "None = the task's real rewards"
+    )
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "BenchConfig":
+        tokens = self.completion_tokens
+        if tokens is not None:
+            lo, hi = (tokens, tokens) if isinstance(tokens, int) else tokens
+            if not 1 <= lo <= hi:
+                raise ValueError(f"completion_tokens must be N >= 1 or [lo, hi] with 1 <= lo <= hi, got {tokens}")
+        return self
+
+    @property
+    def timing(self) -> bool:
+        """Whether anything here turns a bench into a timing run (synthetic model, lengths or rewards)."""
+        return any(v is not None for v in (self.model_shape, self.completion_tokens, self.filter_frac))
+
+
 class Config(_Section):
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -336,8 +443,10 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     log: LogConfig = LogConfig()
+    dist: DistConfig = DistConfig()
     sft: SFTConfig = SFTConfig()
     study: StudyConfig = StudyConfig()
+    bench: BenchConfig = BenchConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":

@@ -5,12 +5,19 @@ cache is on (transformers' default). Completions are cut at the first stop token
 the tokenizer's EOS or any EOS id of the model's generation config (chat models
 end a turn with their own token). Each completion carries the log-prob of every
 token under softmax(logits / temperature), recorded while generating (top-k /
-top-p truncation is not applied to them; greedy reports temperature 1). The
+top-p truncation is not applied to them; greedy reports temperature 1). With
+``SamplingParams.lengths`` (timing runs)
+a logits processor sets each completion's length instead (``LengthPlan``: drawn
+uniformly per prompt and completion number, the same whatever the batching); as
+in any batched ``generate``, a batch then runs until its longest row is done. The
 engine keeps its own model object, so ``load_weights`` is a real copy, as it
 would be for an engine in another process.
 """
 
 from __future__ import annotations
+
+import random
+import zlib
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
@@ -25,6 +32,7 @@ class HFEngine:
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self.stop_ids = stop_token_ids(model, tokenizer)
+        self._planned: dict[str, int] = {}  # completions given a planned length so far, per prompt (timing runs)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
@@ -36,13 +44,20 @@ class HFEngine:
             do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
         )
         recorder = SampledLogprobs(1.0 if sampling.greedy else sampling.temperature)
+        processors = [recorder]
+        max_new_tokens = sampling.max_new_tokens
+        if sampling.lengths is not None:
+            lengths = [self._planned_length(p, sampling.lengths) for p in prompts for _ in range(n)]
+            plan = LengthPlan(lengths, input_ids.shape[1], self.eos_id, sorted(self.stop_ids))
+            processors.insert(0, plan)
+            max_new_tokens = max(sampling.lengths)
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            max_new_tokens=sampling.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             eos_token_id=sorted(self.stop_ids),
             pad_token_id=self.pad_id,
-            logits_processor=LogitsProcessorList([recorder]),
+            logits_processor=LogitsProcessorList(processors),
             **kwargs,
         )
         generated_ids = out[:, input_ids.shape[1] :]
@@ -52,6 +67,13 @@ class HFEngine:
             prompt_ids = tuple(enc["input_ids"][i][prompt_mask.bool()].tolist())
             groups.append([self._completion(prompt_ids, generated[i * n + j], logprobs[i * n + j]) for j in range(n)])
         return groups
+
+    def _planned_length(self, prompt: str, bounds: tuple[int, int]) -> int:
+        """The length of this prompt's next completion: drawn from a generator seeded by the prompt text and how many
+        completions of it came before, so every schedule (one call or several per group) gets the same lengths."""
+        k = self._planned.get(prompt, 0)
+        self._planned[prompt] = k + 1
+        return random.Random(zlib.crc32(f"{k}:{prompt}".encode())).randint(*bounds)
 
     def _completion(self, prompt_ids: tuple[int, ...], ids: list[int], logprobs: list[float] | None = None) -> Completion:
         stop = next((i for i, t in enumerate(ids) if t in self.stop_ids), None)
@@ -94,6 +116,22 @@ class SampledLogprobs(LogitsProcessor):
         if not self.picked:
             return torch.zeros(generated.shape, dtype=torch.float32)
         return torch.stack(self.picked, dim=1).cpu()
+
+class LengthPlan(LogitsProcessor):
+    """Timing runs: row i ends with EOS as its ``lengths[i]``-th token; every stop token is masked before that."""
+
+    def __init__(self, lengths: list[int], prompt_width: int, eos_id: int, stop_ids: list[int]):
+        self.lengths = torch.tensor(lengths)
+        self.prompt_width, self.eos_id, self.stop_ids = prompt_width, eos_id, stop_ids
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        position = input_ids.shape[1] - self.prompt_width + 1  # the token about to be chosen, counted from 1
+        lengths = self.lengths.to(scores.device)
+        scores[:, self.stop_ids] = torch.where((position < lengths)[:, None], float("-inf"), scores[:, self.stop_ids])
+        ending = position >= lengths
+        scores[ending] = float("-inf")
+        scores[ending, self.eos_id] = 0.0
+        return scores
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -19,7 +19,8 @@ class Sample:
     """One scored completion.
 
     prompt_ids / completion_ids: token ids, no padding
-    reward:    task score in [0, 1];  advantage: group-relative advantage
+    reward:    training reward (task.rewards' weighted sum; the verifier's score by default)
+    advantage: group-relative advantage;  correct: the verifier gave full credit
     old_logp:  (completion_len,) log-probs under the policy that sampled it; filled
                on the first update when K > 1 updates reuse the batch
     ref_logp:  (completion_len,) log-probs under the reference model (beta > 0)
@@ -35,6 +36,7 @@ class Sample:
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
     engine_logp: torch.Tensor | None = None
+    correct: bool = False
 
     @property
     def num_tokens(self) -> int:
