@@ -153,6 +153,7 @@ def main() -> int:
     out = Path(args.out)
     runs = Path(f"{out}-runs")
     results: dict = {m: {} for m in models}
+    load_start = os.getloadavg()[0]
     for engine in ("hf", "vllm"):  # all HF work first: see the module docstring
         for model_key in models:
             results[model_key][engine] = {"generation": generation(model_key, engine, batches),
@@ -163,7 +164,8 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"cuda={torch.cuda.is_available()}",
-        "note": "HF and vLLM measured side by side in this one run; timings on a shared, loaded machine",
+        "note": f"HF and vLLM measured side by side in this one run; timings on a shared, loaded machine "
+                f"(1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)",
         "steps": args.steps,
         "models": results,
     }
