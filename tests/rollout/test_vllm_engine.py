@@ -122,6 +122,12 @@ def test_sampled_groups_carry_log_probs_equal_to_the_trainers_in_fp32(testbed_di
     try:
         temperature = 0.7
         groups = engine.generate(PROMPTS[:3], 4, SamplingParams(temperature=temperature, max_new_tokens=16))
+        # timing runs: every completion exactly as long as HFEngine's plan for the same prompts
+        timing = SamplingParams(lengths=(3, 9), max_new_tokens=16)
+        planned = [len(c.token_ids) for g in engine.generate(PROMPTS[:2], 3, timing) for c in g]
+        assert planned == [len(c.token_ids) for g in HFEngine(model, tokenizer).generate(PROMPTS[:2], 3, timing)
+                           for c in g]
+        assert all(3 <= length <= 9 for length in planned) and len(set(planned)) > 1
     finally:
         engine.close()
     assert [len(g) for g in groups] == [4, 4, 4]
