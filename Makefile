@@ -69,4 +69,4 @@ $(VLLM_BIN)/dashrl: pyproject.toml
 
 .PHONY: test-vllm
 test-vllm: $(VLLM_BIN)/dashrl
-	$(VLLM_BIN)/pytest -q -m vllm -p no:cacheprovider
+	$(VLLM_BIN)/python -m pytest -q -m vllm -p no:cacheprovider
