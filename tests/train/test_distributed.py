@@ -5,7 +5,8 @@ one step of every case on fixed samples; the test process takes the same
 steps alone. With SGD the weight change is -lr x gradient, so equal changes
 mean equal gradients: summing over processes and the all-reduced normaliser
 give exactly the one-process loss, for every loss_agg, with filtering on and
-off and K = 2.
+off and K = 2. Those take about a minute (``make test-dist``); the pure parts run
+in the default suite.
 """
 
 import importlib.util
@@ -107,6 +108,7 @@ def two_process_results(tiny_model_dir, tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
+@pytest.mark.dist
 @pytest.mark.parametrize("case", dist_worker.CASES, ids=lambda c: "-".join(map(str, c)))
 def test_two_process_gradient_equals_one_process(case, two_process_results, tiny_model_dir, tmp_path):
     alone, metrics = dist_worker.run_case(str(tiny_model_dir), str(tmp_path / "run"), case)
@@ -126,6 +128,7 @@ def test_two_process_gradient_equals_one_process(case, two_process_results, tiny
         assert m2["dist/moved_samples"] == 0
 
 
+@pytest.mark.dist
 def test_moved_samples_carry_their_logprobs(two_process_results):
     # rank 0 held x0..x3 (5 tokens each), rank 1 nothing: two move, each with its own old / reference log-probs
     got = {rank: two_process_results[rank]["exchange"] for rank in range(2)}
