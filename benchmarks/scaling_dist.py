@@ -1,10 +1,10 @@
 """Data-parallel scaling of DASH on the testbed, measured side by side in one run.
 
-    python benchmarks/scaling_dist.py [--steps 15] [--out benchmarks/results/scaling_dist]
+    python benchmarks/scaling_dist.py [--steps 6] [--prompts 16] [--repeats 2] [--out benchmarks/results/scaling_dist]
 
 1. Same machine, same cores: 1 process x 2 threads vs 2 processes x 1 thread
    (``dashrl train`` vs ``dashrl train --nproc 2``), DASH with configs/bench.yaml
-   (32 prompts x 8 completions per step): seconds per step and tokens per
+   (--prompts prompts x 8 completions per step): seconds per step and tokens per
    training second (generated, and trained = forward/backward tokens).
 2. Skewed filtering, 2 processes, with and without rebalancing: process 1's
    task scores a fixed 3 of every 4 of its prompts 0 for every completion, so
@@ -13,9 +13,11 @@
    visible). Step time and the logged imbalance (max / mean tokens over
    processes) before and after rebalancing.
 
-Each configuration is its own run directory under --out; results.json and
-results.md summarise them. Timings depend on the machine's load: compare the
-rows of one run, not runs of different days.
+Each configuration is its own run directory under --runs; results.json and
+results.md (in --out) summarise them. The configurations run --repeats times in
+alternating order (ABCD DCBA ...) and the table shows means, so a change of
+the machine's load during the run hits all of them alike. Timings depend on
+the load: compare the rows of one run, not runs of different days.
 """
 
 from __future__ import annotations
@@ -56,8 +58,7 @@ def _worker(argv: list[str]) -> None:
         setup.trainer.dist.close()
 
 
-def _run(name: str, command: list[str], out: Path, env: dict) -> dict:
-    run_dir = out / name
+def _run(name: str, command: list[str], run_dir: Path, env: dict) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(command + [f"log.run_dir={run_dir}"], env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -68,7 +69,6 @@ def _run(name: str, command: list[str], out: Path, env: dict) -> dict:
     seconds = summary["train_seconds"]
     result = {
         "name": name,
-        "command": " ".join(command),
         "steps": summary["steps"],
         "s_per_step": seconds / max(summary["steps"], 1),
         "generated_tok_s": summary["tokens_generated"] / seconds,
@@ -84,26 +84,46 @@ def _run(name: str, command: list[str], out: Path, env: dict) -> dict:
     return result
 
 
+def _mean(runs: list[dict]) -> dict:
+    out = {"name": runs[0]["name"], "runs": len(runs)}
+    for key in runs[0]:
+        if isinstance(runs[0][key], (int, float)):
+            out[key] = sum(r[key] for r in runs) / len(runs)
+    return out
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--worker"]:
         return _worker(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=15)
-    parser.add_argument("--out", default="benchmarks/results/scaling_dist")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--prompts", type=int, default=16, help="M, prompts per step (even)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/scaling_dist", help="results.json and results.md")
+    parser.add_argument("--runs", default="runs/scaling_dist", help="the runs' directories")
     args = parser.parse_args()
     out = (ROOT / args.out).resolve()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     config = str(ROOT / "configs" / "bench.yaml")
-    settings = [f"train.steps={args.steps}", *COMMON]
+    settings = [f"train.steps={args.steps}", f"algo.prompts_per_step={args.prompts}", *COMMON]
     dashrl = [sys.executable, "-m", "dashrl", "train", "--no-progress", config, *settings]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                 str(Path(__file__).resolve()), "--worker", config, *settings]
-    results = [
-        _run("1proc_x_2threads", dashrl + ["dist.threads_per_process=2"], out, env),
-        _run("2procs_x_1thread", dashrl[:4] + ["--nproc", "2"] + dashrl[4:], out, env),
-        _run("skewed_rebalance_on", torchrun + ["dist.rebalance=true"], out, env),
-        _run("skewed_rebalance_off", torchrun + ["dist.rebalance=false"], out, env),
-    ]
+    configs = {
+        "1proc_x_2threads": dashrl + ["dist.threads_per_process=2"],
+        "2procs_x_1thread": dashrl[:4] + ["--nproc", "2"] + dashrl[4:],
+        "skewed_rebalance_on": torchrun + ["dist.rebalance=true"],
+        "skewed_rebalance_off": torchrun + ["dist.rebalance=false"],
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in configs}
+    for repeat in range(args.repeats):
+        order = list(configs) if repeat % 2 == 0 else list(reversed(configs))
+        for name in order:
+            runs[name].append(_run(name, configs[name], ROOT / args.runs / f"{name}_{repeat}", env))
+    results = [_mean(runs[name]) for name in configs]
+    for r in results:
+        r["command"] = " ".join(configs[r["name"]]).replace(str(ROOT) + "/", "")
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| run | s/step | generated tok/s | trained tok/s | imbalance before | after | rebalance s/step |",
              "|---|---|---|---|---|---|---|"]

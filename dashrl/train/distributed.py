@@ -121,10 +121,12 @@ class Dist:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         bucket: list[torch.Tensor] = []
+        size = 0
         for i, p in enumerate(params):
             bucket.append(p.grad)
-            if sum(g.numel() for g in bucket) >= bucket_elements or i == len(params) - 1:
-                for dtype in {g.dtype for g in bucket}:
+            size += p.grad.numel()
+            if size >= bucket_elements or i == len(params) - 1:
+                for dtype in sorted({g.dtype for g in bucket}, key=str):  # the same order on every rank
                     grads = [g for g in bucket if g.dtype == dtype]
                     flat = torch.cat([g.reshape(-1) for g in grads])
                     tdist.all_reduce(flat)
@@ -132,7 +134,7 @@ class Dist:
                     for g in grads:
                         g.copy_(flat[offset : offset + g.numel()].view_as(g))
                         offset += g.numel()
-                bucket = []
+                bucket, size = [], 0
 
     def close(self) -> None:
         if self.enabled and tdist.is_initialized():

@@ -134,3 +134,12 @@ def test_moved_samples_carry_their_logprobs(two_process_results):
     got = {rank: two_process_results[rank]["exchange"] for rank in range(2)}
     assert [s[0] for s in got[0]] == ["x2", "x3"] and [s[0] for s in got[1]] == ["x0", "x1"]
     assert all(has_old and has_ref for rank in got for _, _, has_old, has_ref in got[rank])
+
+
+@pytest.mark.dist
+def test_gradients_are_summed_in_buckets_of_any_dtype(two_process_results):
+    for rank in range(2):
+        f32, bf16, missing_on_rank0 = two_process_results[rank]["grads"]
+        assert torch.equal(f32, torch.full((4,), 3.0))  # 1 + 2
+        assert bf16.dtype == torch.bfloat16 and torch.equal(bf16.float(), torch.full((2,), 3.0))
+        assert torch.equal(missing_on_rank0, torch.ones(3))  # rank 0 had none: zeros + ones

@@ -110,3 +110,25 @@ def test_killing_one_process_fails_the_job_within_the_timeout(tiny_model_dir, tm
     assert code != 0
     assert time.time() - killed < 30 + 15  # dist.timeout_s, plus shutting the survivor down
     assert "dashrl: error: process 1 of 2 exited with code -9" in err
+
+
+def test_a_stalled_process_fails_the_job_after_the_collective_timeout(tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    timeout = 10
+    proc = dashrl("train", "--nproc", "2", "--no-progress", f"model.path={tiny_model_dir}", f"log.run_dir={run}",
+                  "train.steps=100000", "log.save_every=0", *FAST, f"dist.timeout_s={timeout}")
+    deadline = time.time() + 240
+    while not ((run / "metrics.jsonl").exists() and len(rows(run)) >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    stalled = _child_with_rank(proc.pid, 1)
+    os.kill(stalled, signal.SIGSTOP)  # alive, sockets open, never answers
+    stopped = time.time()
+    try:
+        code, _, err = finish(proc, timeout=180)
+    finally:
+        if Path(f"/proc/{stalled}").exists():
+            os.kill(stalled, signal.SIGKILL)
+    assert code != 0
+    assert timeout <= time.time() - stopped < timeout + 90  # the collective timed out; the launcher stopped the rest
+    assert "dashrl: error: process 0: a collective failed" in err
