@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from dashrl.config import load_config
+    from dashrl.rollout.factory import close_engine
     from dashrl.train.distributed import launch_local, launched_by_torchrun
     from dashrl.train.run import format_summary, prepare, resume_config, train
 
@@ -74,6 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         summary = train(setup, progress=progress)
     finally:
+        close_engine(setup.trainer.engine)
         setup.trainer.dist.close()
     if summary is not None:  # process 0 of a multi-process run, or the only one
         print(format_summary(summary))
@@ -126,6 +129,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = load_config(config_path, overrides)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     out = Path(args.out)
+    if isinstance(config.bench.model_shape, list):  # several shapes: the time ratio against model size
+        from dashrl.scaling import format_scaling, run_scaling
+
+        words = [*args.items, "--variants", args.variants, "--out", args.out, "--paper-micro-batch", str(args.paper_micro_batch)]
+        result = run_scaling(config, variants, out, progress=not args.no_progress, paper_micro_batch=args.paper_micro_batch,
+                             command="dashrl bench " + " ".join(shlex.quote(w) for w in words))
+        print(format_scaling(result))
+        print(f"scaling.json, scaling.md in {out} (each shape's bench in its own folder)")
+        return 0
     report = run_bench(config, variants, out, progress=not args.no_progress, paper_micro_batch=args.paper_micro_batch)
     print(format_table(report))
     print(f"bench.json, bench.md, breakdown.png, reward_vs_time.png in {out}")

@@ -22,14 +22,14 @@ from dashrl.config import Config, load_config
 from dashrl.errors import UserError
 from dashrl.eval.evaluate import evaluate
 from dashrl.models import load_model, load_policy, load_tokenizer, resolve_model_path
-from dashrl.rollout.hf_engine import HFEngine
+from dashrl.rollout.factory import check_engine, make_engine
 from dashrl.runlog import RunLog
 from dashrl.tasks import get_task
 from dashrl.timing import summarize_shares
 from dashrl.train.checkpoint import (_restore_rng_states, _rng_states, latest_checkpoint, load_trainer_state,
                                      save_checkpoint)
 from dashrl.train.distributed import check_world_size, init_distributed, shard
-from dashrl.models.lora import AdaptersOff, plain_copy
+from dashrl.models.lora import AdaptersOff
 from dashrl.train.trainer import Trainer
 
 HEADLINE = ("greedy/pass@1", "sampled/pass@1")
@@ -62,6 +62,7 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         raise UserError(f"cannot resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+    check_engine(config)
     task = get_task(config.task)
     dist = init_distributed(config.model.device, config.dist.timeout_s, config.dist.threads_per_process)
     if config.algo.prompts_per_step % dist.world_size:
@@ -81,7 +82,7 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
         reference = AdaptersOff(policy)
     elif config.algo.beta > 0:  # only then is a reference model loaded
         reference = load_model(model_path, config.model.dtype).to(dist.device).eval().requires_grad_(False)
-    engine = HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in; on the policy's device
+    engine = make_engine(config, model_path, policy, tokenizer, resumed=checkpoint is not None, rank=dist.rank)
     trainer = Trainer(config, policy, tokenizer, engine, task, reference, dist)
     return Setup(config, trainer, checkpoint)
 
