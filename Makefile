@@ -1,6 +1,7 @@
 # make demo       set up (venv, installs) and run the built-in RL demo
 # make test       set up and run the default test suite (CPU, minutes)
 # make test-slow  the slow tests (real pretraining of the testbed base model)
+# make test-dist  multi-process training end to end (2 gloo processes: run, resume, a killed process)
 # make bench      standard GRPO vs preemptive vs DASH on the testbed (about 15 min on 2 cores)
 # make tune       measure generation / training batch curves on this machine
 # make bench-trl  dashrl vs TRL's GRPOTrainer, same model/task/hyperparameters (BENCH_ARGS="--steps 2")
@@ -18,7 +19,7 @@ $(BIN)/dashrl: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: demo test test-slow
+.PHONY: demo test test-slow test-dist
 demo: $(BIN)/dashrl
 	$(BIN)/dashrl train configs/demo.yaml
 
@@ -27,6 +28,9 @@ test: $(BIN)/dashrl
 
 test-slow: $(BIN)/dashrl
 	$(BIN)/pytest -q -m slow
+
+test-dist: $(BIN)/dashrl
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -m dist
 
 .PHONY: bench tune bench-trl
 bench: $(BIN)/dashrl

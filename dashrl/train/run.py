@@ -82,7 +82,7 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
         reference = AdaptersOff(policy)
     elif config.algo.beta > 0:  # only then is a reference model loaded
         reference = load_model(model_path, config.model.dtype).to(dist.device).eval().requires_grad_(False)
-    engine = make_engine(config, model_path, policy, tokenizer, resumed=checkpoint is not None)
+    engine = make_engine(config, model_path, policy, tokenizer, resumed=checkpoint is not None, rank=dist.rank)
     trainer = Trainer(config, policy, tokenizer, engine, task, reference, dist)
     return Setup(config, trainer, checkpoint)
 
