@@ -1,7 +1,10 @@
 """A whole training run: set up, evaluate, train with checkpoints, evaluate, summarise.
 
-Everything that can fail on bad input (config, task, model path, resume
-directory) is checked before the run directory is touched. The base model is
+Everything that can fail on bad input (config, task, model path, prompt
+length, resume directory) is checked before the run directory is touched.
+SIGTERM, SIGINT and SIGHUP stop the run after the current step with a
+checkpoint and a summary marked interrupted (``dashrl.train.signals``); a
+resume reconciles metrics.jsonl with the checkpoint (``dashrl.train.resume``). The base model is
 evaluated before the first step and the trained one after the last, and the
 summary holds both, so every run reports what RL changed.
 """
@@ -9,6 +12,7 @@ summary holds both, so every run reports what RL changed.
 from __future__ import annotations
 
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +25,15 @@ from dashrl.errors import UserError
 from dashrl.eval.evaluate import evaluate
 from dashrl.models import load_model, load_policy, load_tokenizer, resolve_model_path
 from dashrl.rollout.hf_engine import HFEngine
-from dashrl.runlog import RunLog
+from dashrl.runlog import RunLog, make_row
 from dashrl.tasks import get_task
 from dashrl.timing import summarize_shares
-from dashrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from dashrl.models.context import check_prompt_lengths, run_problems
+from dashrl.train.checkpoint import load_trainer_state, save_checkpoint
+from dashrl.train.guards import NoSignalWatch, no_signal
+from dashrl.train.resume import intact_checkpoint, read_trainer_state, reconcile_metrics, warn
+from dashrl.train.rundir import check_writable
+from dashrl.train.signals import GracefulStop
 from dashrl.models.lora import AdaptersOff, plain_copy
 from dashrl.train.trainer import Trainer
 
@@ -32,7 +41,11 @@ HEADLINE = ("greedy/pass@1", "sampled/pass@1")
 
 
 def seed_everything(seed: int) -> None:
+    """Seed every RNG a run touches: Python's, NumPy's and torch's (all devices)."""
+    import numpy as np
+
     random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
 
@@ -41,6 +54,7 @@ class Setup:
     config: Config
     trainer: Trainer
     resume_from: Path | None
+    resume_rows: list[dict] | None = None  # metrics.jsonl reconciled with resume_from
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> Config:
@@ -55,14 +69,21 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
 def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setup:
     """Load task, models and engine; raises UserError before anything is written."""
     run_dir = Path(config.log.run_dir)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise UserError(f"cannot resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+    check_writable(run_dir)
     task = get_task(config.task)
     model_path = resolve_model_path(config.model.path, progress=progress)
     seed_everything(config.train.seed)
     tokenizer = load_tokenizer(model_path)
-    policy = load_policy(model_path, config.model, checkpoint)
+    checkpoint, rows = None, None
+    found = intact_checkpoint(run_dir, lambda ckpt: load_policy(model_path, config.model, ckpt)) if resume else None
+    if found is not None:
+        checkpoint, policy = found
+        state = read_trainer_state(checkpoint)
+        rows = reconcile_metrics(run_dir / "metrics.jsonl", state["step"], state["extra"].get("row"))
+    else:
+        if resume:
+            warn(f"no intact checkpoint in {run_dir / 'checkpoints'} yet: starting the run from step 0")
+        policy = load_policy(model_path, config.model)
     policy.train()
     reference = None
     if config.algo.beta > 0 and config.model.lora.enabled:  # the base weights, adapters off: no second copy
@@ -71,7 +92,9 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
         reference = load_model(model_path, config.model.dtype).eval().requires_grad_(False)
     engine = HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
     trainer = Trainer(config, policy, tokenizer, engine, task, reference)
-    return Setup(config, trainer, checkpoint)
+    check_prompt_lengths(policy, tokenizer, trainer.format_prompt, config.sampling.max_new_tokens,
+                         run_problems(task, config))
+    return Setup(config, trainer, checkpoint, rows)
 
 
 def _eval(trainer: Trainer, config: Config, problems) -> dict:
@@ -81,7 +104,11 @@ def _eval(trainer: Trainer, config: Config, problems) -> dict:
 
 
 def train(setup: Setup, progress: bool = True) -> dict:
-    """Run (or continue) training; returns the summary written to summary.json."""
+    """Run (or continue) training; returns the summary written to summary.json.
+
+    The summary has ``interrupted`` (the signal's name) when SIGTERM, SIGINT or
+    SIGHUP stopped the run; the last completed step is then checkpointed.
+    """
     config, trainer = setup.config, setup.trainer
     start_wall = time.perf_counter()
     prior_wall = 0.0
@@ -91,47 +118,60 @@ def train(setup: Setup, progress: bool = True) -> dict:
         resume_step = trainer.step = state["step"]
         prior_wall = state["extra"].get("wall_seconds", 0.0)
         trainer.skip_problems(trainer.step)
-    log = RunLog(Path(config.log.run_dir), config, resume_step)
+    log = RunLog(Path(config.log.run_dir), config, resume_step, rows=setup.resume_rows)
     eval_problems = trainer.task.eval_problems(config.eval.num_problems, config.task.eval_seed)
 
     def wall() -> float:
         return prior_wall + time.perf_counter() - start_wall
 
-    def checkpoint() -> None:
+    def checkpoint(row: dict) -> None:
+        """Save the current step with its metrics row inside, so that the row survives any kill."""
         save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer, trainer.scheduler,
-                        {"wall_seconds": wall()}, keep_last=config.log.keep_last)
-
-    if resume_step is None:
-        log.log(0, {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0})
-    # training seconds so far, for train.max_seconds (evaluation and checkpoints excluded, as in the summary)
-    trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"]
+                        {"wall_seconds": wall(), "row": make_row(trainer.step, row)}, keep_last=config.log.keep_last)
 
     bar = tqdm(total=config.train.steps, initial=trainer.step, desc="RL", disable=not progress, dynamic_ncols=True)
-    while trainer.step < config.train.steps:
-        t0 = time.perf_counter()
-        metrics = trainer.train_step(trainer.next_problems())
-        step = trainer.step
-        trained_seconds += time.perf_counter() - t0
-        out_of_time = config.train.max_seconds is not None and trained_seconds >= config.train.max_seconds
-        last = step == config.train.steps or out_of_time
-        if last or (config.eval.every and step % config.eval.every == 0):
-            t_eval = time.perf_counter()
-            metrics.update(_eval(trainer, config, eval_problems))
-            metrics["time/evaluation"] = time.perf_counter() - t_eval
-        if last or (config.log.save_every and step % config.log.save_every == 0):
-            t_ckpt = time.perf_counter()
-            checkpoint()
-            metrics["time/checkpoint"] = time.perf_counter() - t_ckpt
-        metrics["time/step"] = time.perf_counter() - t0
-        metrics["wall_seconds"] = wall()
-        log.log(step, metrics)
-        bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['reward/accuracy']:.2f}",
-                        s_per_step=f"{metrics['time/step']:.2f}")
-        bar.update(1)
-        if out_of_time:
-            break
-    bar.close()
-    summary = summarize(log.read_metrics(), wall())
+    watch = NoSignalWatch(say=lambda line: tqdm.write(line, file=sys.stderr))
+    saved_step = resume_step  # the step whose checkpoint is on disk
+    with GracefulStop() as stop:
+        if resume_step is None:
+            log.log(0, {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0})
+        # training seconds so far, for train.max_seconds (evaluation and checkpoints excluded, as in the summary)
+        trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"]
+        while trainer.step < config.train.steps and not stop.requested:
+            t0 = time.perf_counter()
+            metrics = trainer.train_step(trainer.next_problems())
+            step = trainer.step
+            watch.record(metrics)
+            trained_seconds += time.perf_counter() - t0
+            out_of_time = config.train.max_seconds is not None and trained_seconds >= config.train.max_seconds
+            last = step == config.train.steps or out_of_time
+            if not stop.requested and (last or (config.eval.every and step % config.eval.every == 0)):
+                t_eval = time.perf_counter()
+                metrics.update(_eval(trainer, config, eval_problems))
+                metrics["time/evaluation"] = time.perf_counter() - t_eval
+            if last or stop.requested or (config.log.save_every and step % config.log.save_every == 0):
+                t_ckpt = time.perf_counter()
+                checkpoint({**metrics, "time/step": t_ckpt - t0, "wall_seconds": wall()})
+                saved_step = step
+                metrics["time/checkpoint"] = time.perf_counter() - t_ckpt
+            metrics["time/step"] = time.perf_counter() - t0
+            metrics["wall_seconds"] = wall()
+            log.log(step, metrics)
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['reward/accuracy']:.2f}",
+                            s_per_step=f"{metrics['time/step']:.2f}")
+            bar.update(1)
+            if out_of_time:
+                break
+        bar.close()
+        rows = log.read_metrics()
+        if stop.requested and saved_step != trainer.step:  # stopped before its first step (initial evaluation)
+            checkpoint(rows[-1])
+        if not stop.requested and rows and "eval/greedy/pass@1" not in rows[-1]:  # a resume after a stop at the last step
+            rows[-1].update(_eval(trainer, config, eval_problems))
+            log.rewrite(rows)
+    summary = summarize(rows, wall())
+    if stop.requested:
+        summary["interrupted"] = stop.name
     log.write_summary(summary)
     log.close()
     return summary
@@ -154,6 +194,9 @@ def summarize(rows: list[dict], wall_seconds: float) -> dict:
         "tokens_trained": sum(r.get("tokens/trained", 0) for r in steps),
         "filtered_frac": sum(r.get("filter/dropped_frac", 0.0) for r in steps) / max(len(steps), 1),
         "skipped_steps": sum(r.get("optimizer/skipped", 0.0) for r in steps),
+        "nonfinite_steps": sum(r.get("optimizer/nonfinite") or 0.0 for r in steps),
+        "no_signal_steps": sum(no_signal(r) for r in steps),
+        "reward_errors": sum(r.get("reward/errors") or 0 for r in steps),
         "before": {k[5:]: v for k, v in before.items() if k.startswith("eval/")},
         "after": {k[5:]: v for k, v in after.items() if k.startswith("eval/")},
         "stage_shares": summarize_shares(stage_rows),

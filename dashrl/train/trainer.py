@@ -29,6 +29,7 @@ from dashrl.tasks.base import Problem, Task, score_all
 from dashrl.tasks.prompts import prompt_formatter
 from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, pack_by_tokens, split_rows
+from dashrl.train.guards import NonFiniteGuard, is_finite
 from dashrl.models.lora import plain_state_dict
 
 
@@ -87,6 +88,8 @@ class Trainer:
         )
         self.step = 0  # sampled batches done
         self.stream = task.train_stream(config.task.train_seed)
+        self.guard = NonFiniteGuard()  # non-finite loss / gradient / weights (dashrl.train.guards)
+        self._reward_errors = 0  # completions whose user reward raised, this step
 
     # ------------------------------------------------------------------ step
 
@@ -105,6 +108,7 @@ class Trainer:
         kept: list[Sample] = []  # those that pass the gradient filter, replayed when K > 1
         dropped = UpdateStats()  # what filtered samples add to the normaliser ("all")
         stats = UpdateStats()
+        self._reward_errors = 0
         for round_calls in generation_rounds(problems, self.cfg.algo.group_size, self.generation_batch_size):
             groups = self._sample(round_calls, timer)
             new = self._score(groups, timer)
@@ -120,10 +124,12 @@ class Trainer:
                 self._accumulate(rows, first_pass=False, stats=stats, timer=timer)
             updates.append(self._optimizer_step(stats, dropped, timer))
         if any(not u["optimizer/skipped"] for u in updates):  # unchanged weights need no sync
+            self.guard.check_weights(self.policy, self.step + 1)  # before the engine or a checkpoint sees them
             with timer.stage("weight_sync"):
                 self.engine.load_weights(plain_state_dict(self.policy))  # LoRA merged in
         self.step += 1
-        return {**self._sample_metrics(scored, kept), **_mean_dicts(updates), **timer.reset()}
+        return {**self._sample_metrics(scored, kept), **_mean_dicts(updates), "reward/errors": self._reward_errors,
+                **timer.reset()}
 
     def _filter(self, samples: list[Sample], dropped: UpdateStats) -> list[Sample]:
         """Gradient filtering: keep samples with |A| > tau; count the rest for the normaliser."""
@@ -159,6 +165,7 @@ class Trainer:
         with timer.stage("reward"):
             flat_results = score_all(self.task, [c.text for _, cs in groups for c in cs],
                                      [p for p, cs in groups for _ in cs])
+        self._reward_errors += sum(r.reason == "reward_error" for r in flat_results)  # user rewards that raised
         G = self.cfg.algo.group_size
         rewards = [[r.score for r in flat_results[i : i + G]] for i in range(0, len(flat_results), G)]
         flat = torch.tensor([r for group in rewards for r in group])
@@ -213,7 +220,8 @@ class Trainer:
             with warnings.catch_warnings():  # stepping the schedule alone is intended here
                 warnings.simplefilter("ignore", UserWarning)
                 self.scheduler.step()
-            return {"loss": 0.0, "grad_norm": 0.0, "lr": lr, "clip_frac": 0.0, "kl": 0.0, "optimizer/skipped": 1.0}
+            return {"loss": 0.0, "grad_norm": 0.0, "lr": lr, "clip_frac": 0.0, "kl": 0.0, "optimizer/skipped": 1.0,
+                    "optimizer/nonfinite": 0.0}
         norm = step_normalizer(self.cfg.algo.loss_agg, stats.rows + dropped.rows, stats.tokens + dropped.tokens,
                                stats.micro_batches + dropped.micro_batches, self.cfg.sampling.max_new_tokens)
         with timer.stage("optimizer"):
@@ -221,12 +229,20 @@ class Trainer:
                 if p.grad is not None:
                     p.grad.div_(norm)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.max_grad_norm)
+            finite = is_finite(grad_norm) and is_finite(stats.loss_numerator)
+            self.guard.record(finite, self.step + 1)
+            if not finite:  # skip it: drop the gradients, keep the weights (the schedule still advances)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                return {"loss": 0.0, "grad_norm": 0.0, "lr": lr, "clip_frac": 0.0, "kl": 0.0,
+                        "optimizer/skipped": 1.0, "optimizer/nonfinite": 1.0}
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         tokens = max(stats.tokens, 1)
         return {"loss": stats.loss_numerator / norm, "grad_norm": float(grad_norm), "lr": lr,
-                "clip_frac": stats.clipped_tokens / tokens, "kl": stats.kl_sum / tokens, "optimizer/skipped": 0.0}
+                "clip_frac": stats.clipped_tokens / tokens, "kl": stats.kl_sum / tokens, "optimizer/skipped": 0.0,
+                "optimizer/nonfinite": 0.0}
 
     # -------------------------------------------------------------- metrics
 
