@@ -85,7 +85,8 @@ class TaskConfig(_Section):
     )
     fields: dict[str, str] | None = Field(
         None, description="math/gsm8k/mbpp/jsonl: record key for each Problem field (id, prompt, answer, solution, "
-        "tests), e.g. {prompt: question}; unset fields keep their default keys"
+        "tests), e.g. {prompt: question}; a dotted key reads a nested object ({prompt: q.text}); a list answer "
+        "means any of its items is correct; unset fields keep their default keys"
     )
     verifier: Literal["math", "code", "exact"] | None = Field(
         None, description="jsonl tasks: math = last \\boxed{} equivalent to answer; code = run tests; exact = last "
