@@ -1,6 +1,6 @@
 """The ``dashrl`` command: ``train``, ``eval``, ``bench``, ``tune``, ``sft`` and ``study``.
 
-    dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR | --overwrite]
+    dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR | --overwrite] [--nproc N]
     dashrl eval  [CONFIG.yaml] [key=value ...] [--checkpoint DIR] [--out FILE.jsonl]
     dashrl bench [CONFIG.yaml] [key=value ...] [--variants grpo,preemptive,dash] [--out DIR]
     dashrl tune  [CONFIG.yaml] [key=value ...] [--write OUT.yaml] [--max-batch N]
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -38,8 +39,23 @@ def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N`` (what each launched process runs)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dashrl.config import load_config
+    from dashrl.rollout.factory import close_engine
+    from dashrl.train.distributed import launch_local, launched_by_torchrun
     from dashrl.train.run import format_summary, prepare, resume_config, train
     from dashrl.train.rundir import check_run_dir, clear_run_dir
     from dashrl.train.signals import exit_code
@@ -56,11 +72,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(config.log.run_dir)
     check_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     progress = config.log.progress and not args.no_progress
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UserError(f"--nproc must be at least 1, got {args.nproc}")
+        if launched_by_torchrun():
+            raise UserError("--nproc starts the processes itself; under torchrun, leave it out")
+        if args.nproc > 1:  # config checked above; build or fetch the model once, then start N processes
+            from dashrl.models import resolve_model_path
+
+            resolve_model_path(config.model.path, progress=progress)
+            same_dir = [] if args.resume else [f"log.run_dir={run_dir}"]  # not a timestamp of each process's own
+            return launch_local(args.nproc, _without_nproc(args.argv) + same_dir)
     setup = prepare(config, resume=bool(args.resume), progress=progress)
-    if args.overwrite:
-        clear_run_dir(run_dir)
-    print(f"run directory: {run_dir}", file=sys.stderr, flush=True)
-    summary = train(setup, progress=progress)
+    if setup.trainer.dist.is_main:
+        if args.overwrite:
+            clear_run_dir(run_dir)
+        print(f"run directory: {run_dir}", file=sys.stderr, flush=True)
+    try:
+        summary = train(setup, progress=progress)
+    finally:
+        close_engine(setup.trainer.engine)
+        setup.trainer.dist.close()
+    if summary is None:  # a process other than 0 of a multi-process run
+        return 0
     print(format_summary(summary))
     print(f"run directory: {run_dir}")
     if summary.get("interrupted"):
@@ -76,9 +110,12 @@ def _task_model_tokenizer(config, model_path: str, progress: bool):
     from dashrl.models import load_model, load_tokenizer, resolve_model_path
     from dashrl.tasks import get_task
 
+    from dashrl.models.device import resolve_device
+
     task = get_task(config.task)
+    device = resolve_device(config.model.device)
     path = resolve_model_path(model_path, progress=progress)
-    return task, load_model(path, config.model.dtype), load_tokenizer(path)
+    return task, load_model(path, config.model.dtype).to(device), load_tokenizer(path)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -124,6 +161,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = load_config(config_path, overrides)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     out = Path(args.out)
+    if isinstance(config.bench.model_shape, list):  # several shapes: the time ratio against model size
+        from dashrl.scaling import format_scaling, run_scaling
+
+        words = [*args.items, "--variants", args.variants, "--out", args.out, "--paper-micro-batch", str(args.paper_micro_batch)]
+        result = run_scaling(config, variants, out, progress=not args.no_progress, paper_micro_batch=args.paper_micro_batch,
+                             command="dashrl bench " + " ".join(shlex.quote(w) for w in words))
+        print(format_scaling(result))
+        print(f"scaling.json, scaling.md in {out} (each shape's bench in its own folder)")
+        return 0
     report = run_bench(config, variants, out, progress=not args.no_progress, paper_micro_batch=args.paper_micro_batch)
     print(format_table(report))
     print(f"bench.json, bench.md, breakdown.png, reward_vs_time.png in {out}")
@@ -215,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="clear log.run_dir if it holds an earlier run")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--nproc", type=int, metavar="N", help="train with N data-parallel processes on this machine "
+                       "(one per GPU, or CPU cores split between them); several machines: use torchrun")
     train.set_defaults(func=cmd_train)
     ev = sub.add_parser("eval", help="evaluate a model on held-out problems")
     ev.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
@@ -279,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"dashrl: error: {exc}", file=sys.stderr)
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     try:
         return args.func(args)
@@ -288,6 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dashrl: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a multi-process run: a process failed, or a collective timed out
+        from dashrl.train.distributed import DistributedFailure, describe_failure
+
+        line = str(exc) if isinstance(exc, DistributedFailure) else describe_failure(exc)
+        if line is None:
+            raise
+        print(f"dashrl: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

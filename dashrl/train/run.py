@@ -4,9 +4,12 @@ Everything that can fail on bad input (config, task, model path, prompt
 length, resume directory) is checked before the run directory is touched.
 SIGTERM, SIGINT and SIGHUP stop the run after the current step with a
 checkpoint and a summary marked interrupted (``dashrl.train.signals``); a
-resume reconciles metrics.jsonl with the checkpoint (``dashrl.train.resume``). The base model is
+resume reconciles metrics.jsonl with the checkpoint (``dashrl.train.resume``).
+The base model is
 evaluated before the first step and the trained one after the last, and the
-summary holds both, so every run reports what RL changed.
+summary holds both, so every run reports what RL changed. With several
+processes (``dashrl.train.distributed``) every process runs this loop; only
+process 0 writes the run directory and shows the progress bar.
 """
 
 from __future__ import annotations
@@ -24,17 +27,18 @@ from dashrl.config import Config, load_config
 from dashrl.errors import UserError
 from dashrl.eval.evaluate import evaluate
 from dashrl.models import load_model, load_policy, load_tokenizer, resolve_model_path
-from dashrl.rollout.hf_engine import HFEngine
+from dashrl.rollout.factory import check_engine, make_engine
 from dashrl.runlog import RunLog, make_row
 from dashrl.tasks import get_task
 from dashrl.timing import summarize_shares
 from dashrl.models.context import check_prompt_lengths, run_problems
-from dashrl.train.checkpoint import load_trainer_state, save_checkpoint
+from dashrl.train.checkpoint import _restore_rng_states, _rng_states, load_trainer_state, save_checkpoint
 from dashrl.train.guards import NoSignalWatch, no_signal
 from dashrl.train.resume import intact_checkpoint, read_trainer_state, reconcile_metrics, warn
 from dashrl.train.rundir import check_writable
 from dashrl.train.signals import GracefulStop
-from dashrl.models.lora import AdaptersOff, plain_copy
+from dashrl.train.distributed import check_world_size, init_distributed, shard
+from dashrl.models.lora import AdaptersOff
 from dashrl.train.trainer import Trainer
 
 HEADLINE = ("greedy/pass@1", "sampled/pass@1")
@@ -70,9 +74,18 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
     """Load task, models and engine; raises UserError before anything is written."""
     run_dir = Path(config.log.run_dir)
     check_writable(run_dir)
+    check_engine(config)
     task = get_task(config.task)
-    model_path = resolve_model_path(config.model.path, progress=progress)
-    seed_everything(config.train.seed)
+    dist = init_distributed(config.model.device, config.dist.timeout_s, config.dist.threads_per_process)
+    if config.algo.prompts_per_step % dist.world_size:
+        raise UserError(f"algo.prompts_per_step ({config.algo.prompts_per_step}) must be a multiple of the number "
+                        f"of processes ({dist.world_size}), so that each samples whole groups")
+    if not dist.is_main:  # process 0 builds or fetches a missing model first
+        dist.barrier()
+    model_path = resolve_model_path(config.model.path, progress=progress and dist.is_main)
+    if dist.is_main:
+        dist.barrier()
+    seed_everything(config.train.seed + dist.rank)  # each process samples its own completions
     tokenizer = load_tokenizer(model_path)
     checkpoint, rows = None, None
     found = intact_checkpoint(run_dir, lambda ckpt: load_policy(model_path, config.model, ckpt)) if resume else None
@@ -81,44 +94,51 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
         state = read_trainer_state(checkpoint)
         rows = reconcile_metrics(run_dir / "metrics.jsonl", state["step"], state["extra"].get("row"))
     else:
-        if resume:
+        if resume and dist.is_main:
             warn(f"no intact checkpoint in {run_dir / 'checkpoints'} yet: starting the run from step 0")
         policy = load_policy(model_path, config.model)
+    policy = policy.to(dist.device)
     policy.train()
     reference = None
     if config.algo.beta > 0 and config.model.lora.enabled:  # the base weights, adapters off: no second copy
         reference = AdaptersOff(policy)
     elif config.algo.beta > 0:  # only then is a reference model loaded
-        reference = load_model(model_path, config.model.dtype).eval().requires_grad_(False)
-    engine = HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
-    trainer = Trainer(config, policy, tokenizer, engine, task, reference)
+        reference = load_model(model_path, config.model.dtype).to(dist.device).eval().requires_grad_(False)
+    engine = make_engine(config, model_path, policy, tokenizer, resumed=checkpoint is not None)
+    trainer = Trainer(config, policy, tokenizer, engine, task, reference, dist)
     check_prompt_lengths(policy, tokenizer, trainer.format_prompt, config.sampling.max_new_tokens,
                          run_problems(task, config))
     return Setup(config, trainer, checkpoint, rows)
 
 
 def _eval(trainer: Trainer, config: Config, problems) -> dict:
-    result = evaluate(trainer.engine, trainer.task, problems, config.eval, config.sampling.max_new_tokens,
-                      format_prompt=trainer.format_prompt)
+    dist = trainer.dist  # each process evaluates its share; the counts are gathered
+    result = evaluate(trainer.engine, trainer.task, shard(problems, dist.rank, dist.world_size), config.eval,
+                      config.sampling.max_new_tokens, seed=dist.rank, format_prompt=trainer.format_prompt,
+                      gather=dist.gather_list)
     return {f"eval/{k}": v for k, v in result.metrics.items()}
 
 
-def train(setup: Setup, progress: bool = True) -> dict:
-    """Run (or continue) training; returns the summary written to summary.json.
+def train(setup: Setup, progress: bool = True) -> dict | None:
+    """Run (or continue) training; returns the summary written to summary.json (None on processes other than 0).
 
     The summary has ``interrupted`` (the signal's name) when SIGTERM, SIGINT or
     SIGHUP stopped the run; the last completed step is then checkpointed.
     """
     config, trainer = setup.config, setup.trainer
+    dist = trainer.dist
     start_wall = time.perf_counter()
     prior_wall = 0.0
     resume_step = None
     if setup.resume_from is not None:
         state = load_trainer_state(setup.resume_from, trainer.optimizer, trainer.scheduler)
+        check_world_size(state["extra"].get("world_size", 1), dist)
+        if "rng_by_rank" in state["extra"]:  # every process continues its own random stream
+            _restore_rng_states(state["extra"]["rng_by_rank"][dist.rank])
         resume_step = trainer.step = state["step"]
         prior_wall = state["extra"].get("wall_seconds", 0.0)
         trainer.skip_problems(trainer.step)
-    log = RunLog(Path(config.log.run_dir), config, resume_step, rows=setup.resume_rows)
+    log = RunLog(Path(config.log.run_dir), config, resume_step, rows=setup.resume_rows) if dist.is_main else None
     eval_problems = trainer.task.eval_problems(config.eval.num_problems, config.task.eval_seed)
 
     def wall() -> float:
@@ -126,52 +146,76 @@ def train(setup: Setup, progress: bool = True) -> dict:
 
     def checkpoint(row: dict) -> None:
         """Save the current step with its metrics row inside, so that the row survives any kill."""
-        save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer, trainer.scheduler,
-                        {"wall_seconds": wall(), "row": make_row(trainer.step, row)}, keep_last=config.log.keep_last)
+        rng_by_rank = dist.gather(_rng_states())
+        if dist.is_main:
+            save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer,
+                            trainer.scheduler, {"wall_seconds": wall(), "world_size": dist.world_size,
+                                                "rng_by_rank": rng_by_rank, "row": make_row(trainer.step, row)},
+                            keep_last=config.log.keep_last)
 
-    bar = tqdm(total=config.train.steps, initial=trainer.step, desc="RL", disable=not progress, dynamic_ncols=True)
-    watch = NoSignalWatch(say=lambda line: tqdm.write(line, file=sys.stderr))
+    bar = tqdm(total=config.train.steps, initial=trainer.step, desc="RL", disable=not (progress and dist.is_main),
+               dynamic_ncols=True)
+    watch = NoSignalWatch(say=lambda line: tqdm.write(line, file=sys.stderr) if dist.is_main else None)
     saved_step = resume_step  # the step whose checkpoint is on disk
     with GracefulStop() as stop:
+        def stopping() -> bool:  # every process stops at the same step
+            return bool(dist.all_sum([float(stop.requested)])[0]) if dist.enabled else stop.requested
+
+        rows = log.read_metrics() if log else []
         if resume_step is None:
-            log.log(0, {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0})
+            metrics = {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0}
+            if log:
+                log.log(0, metrics)
+            rows = [make_row(0, metrics)]
         # training seconds so far, for train.max_seconds (evaluation and checkpoints excluded, as in the summary)
-        trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"]
-        while trainer.step < config.train.steps and not stop.requested:
+        trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"] if log else 0.0
+        interrupted = stopping()
+        while trainer.step < config.train.steps and not interrupted:
             t0 = time.perf_counter()
             metrics = trainer.train_step(trainer.next_problems())
             step = trainer.step
             watch.record(metrics)
             trained_seconds += time.perf_counter() - t0
             out_of_time = config.train.max_seconds is not None and trained_seconds >= config.train.max_seconds
+            if config.train.max_seconds is not None:
+                out_of_time = dist.broadcast(out_of_time)  # every process stops at the same step
+            interrupted = stopping()
             last = step == config.train.steps or out_of_time
-            if not stop.requested and (last or (config.eval.every and step % config.eval.every == 0)):
+            if not interrupted and (last or (config.eval.every and step % config.eval.every == 0)):
                 t_eval = time.perf_counter()
                 metrics.update(_eval(trainer, config, eval_problems))
                 metrics["time/evaluation"] = time.perf_counter() - t_eval
-            if last or stop.requested or (config.log.save_every and step % config.log.save_every == 0):
+            if last or interrupted or (config.log.save_every and step % config.log.save_every == 0):
                 t_ckpt = time.perf_counter()
                 checkpoint({**metrics, "time/step": t_ckpt - t0, "wall_seconds": wall()})
                 saved_step = step
                 metrics["time/checkpoint"] = time.perf_counter() - t_ckpt
             metrics["time/step"] = time.perf_counter() - t0
             metrics["wall_seconds"] = wall()
-            log.log(step, metrics)
+            if log:
+                log.log(step, metrics)
+            rows.append(make_row(step, metrics))
             bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['reward/accuracy']:.2f}",
                             s_per_step=f"{metrics['time/step']:.2f}")
             bar.update(1)
             if out_of_time:
                 break
         bar.close()
-        rows = log.read_metrics()
-        if stop.requested and saved_step != trainer.step:  # stopped before its first step (initial evaluation)
+        if interrupted and saved_step != trainer.step:  # stopped before its first step (initial evaluation)
             checkpoint(rows[-1])
-        if not stop.requested and rows and "eval/greedy/pass@1" not in rows[-1]:  # a resume after a stop at the last step
-            rows[-1].update(_eval(trainer, config, eval_problems))
-            log.rewrite(rows)
+        if log:
+            rows = log.read_metrics()
+        final_missing = not interrupted and bool(rows) and "eval/greedy/pass@1" not in rows[-1]
+        if dist.broadcast(final_missing) if dist.enabled else final_missing:  # resumed after a stop at the end
+            final = _eval(trainer, config, eval_problems)
+            if log:
+                rows[-1].update(final)
+                log.rewrite(rows)
+    if not log:
+        return None
     summary = summarize(rows, wall())
-    if stop.requested:
-        summary["interrupted"] = stop.name
+    if interrupted:
+        summary["interrupted"] = stop.name or "SIGTERM"  # another process's signal stopped this one
     log.write_summary(summary)
     log.close()
     return summary
