@@ -22,11 +22,31 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError
 
 from dashrl.errors import UserError
 from dashrl.train.checkpoint import CHECKPOINTS, TRAINER_STATE, _is_complete, _step_dirs, latest_checkpoint
 
 STATE_KEYS = ("step", "extra", "optimizer", "scheduler", "rng")
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint file is truncated, empty or unreadable (not a settings mismatch, which is the user's to fix)."""
+
+
+def load_checkpoint_model(load: Callable[[Path], Any]) -> Callable[[Path], Any]:
+    """``load`` with its damage errors (unreadable or truncated files) turned into DamagedCheckpoint."""
+    def guarded(ckpt: Path) -> Any:
+        try:
+            return load(ckpt)
+        except UserError as exc:
+            if str(exc).startswith("could not load"):
+                raise DamagedCheckpoint(str(exc)) from None
+            raise
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # a truncated adapter file or its JSON
+            text = str(exc).strip()
+            raise DamagedCheckpoint(f"{type(exc).__name__}: {text.splitlines()[0] if text else 'unreadable'}") from None
+    return guarded
 
 
 def warn(message: str) -> None:
@@ -39,9 +59,9 @@ def read_trainer_state(ckpt: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated zip, empty file, unpickling errors: all mean "damaged"
-        raise UserError(f"{path} is damaged ({type(exc).__name__})") from None
+        raise DamagedCheckpoint(f"{path} is damaged ({type(exc).__name__})") from None
     if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
-        raise UserError(f"{path} is not a dashrl trainer state")
+        raise DamagedCheckpoint(f"{path} is not a dashrl trainer state")
     return state
 
 
@@ -56,8 +76,8 @@ def intact_checkpoint(run_dir: Path, load_model: Callable[[Path], Any]) -> tuple
     for i, ckpt in enumerate(candidates):
         try:
             read_trainer_state(ckpt)
-            return ckpt, load_model(ckpt)
-        except UserError as exc:
+            return ckpt, load_checkpoint_model(load_model)(ckpt)
+        except DamagedCheckpoint as exc:
             fallback = f"falling back to {candidates[i + 1].name}" if i + 1 < len(candidates) else "none left"
             warn(f"checkpoint {ckpt.name} cannot be used: {exc}; {fallback}")
     return None
