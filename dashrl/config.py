@@ -284,7 +284,8 @@ class TrainConfig(_Section):
         None, ge=1, description="completions per engine call; None = the whole step (M x G) in one call, i.e. "
         "preemptive sampling; set it to micro_batch_size for the standard GRPO schedule"
     )
-    lr: float = Field(2e-4, gt=0, description="peak AdamW learning rate")
+    lr: float = Field(2e-4, gt=0, le=1.0, description="peak AdamW learning rate (at most 1: AdamW moves each "
+                      "weight by about lr per step)")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="decay after warmup")
     warmup_steps: int = Field(5, ge=0, description="optimizer steps of linear warmup")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")

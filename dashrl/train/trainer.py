@@ -37,7 +37,7 @@ from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, pack_by_tokens, split_rows
 from dashrl.rollout.factory import push_weights
 from dashrl.train.distributed import Dist, Rebalanced, rebalance, shard
-from dashrl.train.guards import NonFiniteGuard, is_finite
+from dashrl.train.guards import NonFiniteGuard, TrainingDiverged, is_finite
 
 
 @dataclass
@@ -290,7 +290,13 @@ class Trainer:
                 self.scheduler.step()
                 return {"loss": 0.0, "grad_norm": 0.0, "lr": lr, "clip_frac": 0.0, "kl": 0.0,
                         "optimizer/skipped": 1.0, "optimizer/nonfinite": 1.0}
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            except RuntimeError as exc:  # AdamW's step size overflowing float32 (a huge lr)
+                if "overflow" not in str(exc):
+                    raise
+                raise TrainingDiverged(f"training diverged: the optimizer step overflowed at step {self.step + 1} "
+                                       f"(lr {lr:g}); lower train.lr") from None
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         tokens = max(stats.tokens, 1)
