@@ -1,7 +1,11 @@
 """A whole training run: set up, evaluate, train with checkpoints, evaluate, summarise.
 
-Everything that can fail on bad input (config, task, model path, resume
-directory) is checked before the run directory is touched. The base model is
+Everything that can fail on bad input (config, task, model path, prompt
+length, resume directory) is checked before the run directory is touched.
+SIGTERM, SIGINT and SIGHUP stop the run after the current step with a
+checkpoint and a summary marked interrupted (``dashrl.train.signals``); a
+resume reconciles metrics.jsonl with the checkpoint (``dashrl.train.resume``).
+The base model is
 evaluated before the first step and the trained one after the last, and the
 summary holds both, so every run reports what RL changed. With several
 processes (``dashrl.train.distributed``) every process runs this loop; only
@@ -11,6 +15,7 @@ process 0 writes the run directory and shows the progress bar.
 from __future__ import annotations
 
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +28,15 @@ from dashrl.errors import UserError
 from dashrl.eval.evaluate import evaluate
 from dashrl.models import load_model, load_policy, load_tokenizer, resolve_model_path
 from dashrl.rollout.factory import check_engine, make_engine
-from dashrl.runlog import RunLog
+from dashrl.runlog import RunLog, make_row
 from dashrl.tasks import get_task
 from dashrl.timing import summarize_shares
-from dashrl.train.checkpoint import (_restore_rng_states, _rng_states, latest_checkpoint, load_trainer_state,
-                                     save_checkpoint)
+from dashrl.models.context import check_prompt_lengths, run_problems
+from dashrl.train.checkpoint import _restore_rng_states, _rng_states, load_trainer_state, save_checkpoint
+from dashrl.train.guards import NoSignalWatch, no_signal
+from dashrl.train.resume import intact_checkpoint, read_trainer_state, reconcile_metrics, warn
+from dashrl.train.rundir import check_writable
+from dashrl.train.signals import GracefulStop
 from dashrl.train.distributed import check_world_size, init_distributed, shard
 from dashrl.models.lora import AdaptersOff
 from dashrl.train.trainer import Trainer
@@ -36,7 +45,11 @@ HEADLINE = ("greedy/pass@1", "sampled/pass@1")
 
 
 def seed_everything(seed: int) -> None:
+    """Seed every RNG a run touches: Python's, NumPy's and torch's (all devices)."""
+    import numpy as np
+
     random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
 
@@ -45,6 +58,7 @@ class Setup:
     config: Config
     trainer: Trainer
     resume_from: Path | None
+    resume_rows: list[dict] | None = None  # metrics.jsonl reconciled with resume_from
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> Config:
@@ -59,9 +73,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
 def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setup:
     """Load task, models and engine; raises UserError before anything is written."""
     run_dir = Path(config.log.run_dir)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise UserError(f"cannot resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+    check_writable(run_dir)
     check_engine(config)
     task = get_task(config.task)
     dist = init_distributed(config.model.device, config.dist.timeout_s, config.dist.threads_per_process)
@@ -75,7 +87,17 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
         dist.barrier()
     seed_everything(config.train.seed + dist.rank)  # each process samples its own completions
     tokenizer = load_tokenizer(model_path)
-    policy = load_policy(model_path, config.model, checkpoint).to(dist.device)
+    checkpoint, rows = None, None
+    found = intact_checkpoint(run_dir, lambda ckpt: load_policy(model_path, config.model, ckpt)) if resume else None
+    if found is not None:
+        checkpoint, policy = found
+        state = read_trainer_state(checkpoint)
+        rows = reconcile_metrics(run_dir / "metrics.jsonl", state["step"], state["extra"].get("row"))
+    else:
+        if resume and dist.is_main:
+            warn(f"no intact checkpoint in {run_dir / 'checkpoints'} yet: starting the run from step 0")
+        policy = load_policy(model_path, config.model)
+    policy = policy.to(dist.device)
     policy.train()
     reference = None
     if config.algo.beta > 0 and config.model.lora.enabled:  # the base weights, adapters off: no second copy
@@ -84,7 +106,9 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
         reference = load_model(model_path, config.model.dtype).to(dist.device).eval().requires_grad_(False)
     engine = make_engine(config, model_path, policy, tokenizer, resumed=checkpoint is not None, rank=dist.rank)
     trainer = Trainer(config, policy, tokenizer, engine, task, reference, dist)
-    return Setup(config, trainer, checkpoint)
+    check_prompt_lengths(policy, tokenizer, trainer.format_prompt, config.sampling.max_new_tokens,
+                         run_problems(task, config))
+    return Setup(config, trainer, checkpoint, rows)
 
 
 def _eval(trainer: Trainer, config: Config, problems) -> dict:
@@ -96,7 +120,11 @@ def _eval(trainer: Trainer, config: Config, problems) -> dict:
 
 
 def train(setup: Setup, progress: bool = True) -> dict | None:
-    """Run (or continue) training; returns the summary written to summary.json (None on processes other than 0)."""
+    """Run (or continue) training; returns the summary written to summary.json (None on processes other than 0).
+
+    The summary has ``interrupted`` (the signal's name) when SIGTERM, SIGINT or
+    SIGHUP stopped the run; the last completed step is then checkpointed.
+    """
     config, trainer = setup.config, setup.trainer
     dist = trainer.dist
     start_wall = time.perf_counter()
@@ -110,58 +138,84 @@ def train(setup: Setup, progress: bool = True) -> dict | None:
         resume_step = trainer.step = state["step"]
         prior_wall = state["extra"].get("wall_seconds", 0.0)
         trainer.skip_problems(trainer.step)
-    log = RunLog(Path(config.log.run_dir), config, resume_step) if dist.is_main else None
+    log = RunLog(Path(config.log.run_dir), config, resume_step, rows=setup.resume_rows) if dist.is_main else None
     eval_problems = trainer.task.eval_problems(config.eval.num_problems, config.task.eval_seed)
 
     def wall() -> float:
         return prior_wall + time.perf_counter() - start_wall
 
-    def checkpoint() -> None:
+    def checkpoint(row: dict) -> None:
+        """Save the current step with its metrics row inside, so that the row survives any kill."""
         rng_by_rank = dist.gather(_rng_states())
         if dist.is_main:
             save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer,
                             trainer.scheduler, {"wall_seconds": wall(), "world_size": dist.world_size,
-                                                "rng_by_rank": rng_by_rank}, keep_last=config.log.keep_last)
-
-    if resume_step is None:
-        metrics = {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0}
-        if log:
-            log.log(0, metrics)
-    # training seconds so far, for train.max_seconds (evaluation and checkpoints excluded, as in the summary)
-    trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"] if log else 0.0
+                                                "rng_by_rank": rng_by_rank, "row": make_row(trainer.step, row)},
+                            keep_last=config.log.keep_last)
 
     bar = tqdm(total=config.train.steps, initial=trainer.step, desc="RL", disable=not (progress and dist.is_main),
                dynamic_ncols=True)
-    while trainer.step < config.train.steps:
-        t0 = time.perf_counter()
-        metrics = trainer.train_step(trainer.next_problems())
-        step = trainer.step
-        trained_seconds += time.perf_counter() - t0
-        out_of_time = config.train.max_seconds is not None and trained_seconds >= config.train.max_seconds
-        if config.train.max_seconds is not None:
-            out_of_time = dist.broadcast(out_of_time)  # every process stops at the same step
-        last = step == config.train.steps or out_of_time
-        if last or (config.eval.every and step % config.eval.every == 0):
-            t_eval = time.perf_counter()
-            metrics.update(_eval(trainer, config, eval_problems))
-            metrics["time/evaluation"] = time.perf_counter() - t_eval
-        if last or (config.log.save_every and step % config.log.save_every == 0):
-            t_ckpt = time.perf_counter()
-            checkpoint()
-            metrics["time/checkpoint"] = time.perf_counter() - t_ckpt
-        metrics["time/step"] = time.perf_counter() - t0
-        metrics["wall_seconds"] = wall()
+    watch = NoSignalWatch(say=lambda line: tqdm.write(line, file=sys.stderr) if dist.is_main else None)
+    saved_step = resume_step  # the step whose checkpoint is on disk
+    with GracefulStop() as stop:
+        def stopping() -> bool:  # every process stops at the same step
+            return bool(dist.all_sum([float(stop.requested)])[0]) if dist.enabled else stop.requested
+
+        rows = log.read_metrics() if log else []
+        if resume_step is None:
+            metrics = {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0}
+            if log:
+                log.log(0, metrics)
+            rows = [make_row(0, metrics)]
+        # training seconds so far, for train.max_seconds (evaluation and checkpoints excluded, as in the summary)
+        trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"] if log else 0.0
+        interrupted = stopping()
+        while trainer.step < config.train.steps and not interrupted:
+            t0 = time.perf_counter()
+            metrics = trainer.train_step(trainer.next_problems())
+            step = trainer.step
+            watch.record(metrics)
+            trained_seconds += time.perf_counter() - t0
+            out_of_time = config.train.max_seconds is not None and trained_seconds >= config.train.max_seconds
+            if config.train.max_seconds is not None:
+                out_of_time = dist.broadcast(out_of_time)  # every process stops at the same step
+            interrupted = stopping()
+            last = step == config.train.steps or out_of_time
+            if not interrupted and (last or (config.eval.every and step % config.eval.every == 0)):
+                t_eval = time.perf_counter()
+                metrics.update(_eval(trainer, config, eval_problems))
+                metrics["time/evaluation"] = time.perf_counter() - t_eval
+            if last or interrupted or (config.log.save_every and step % config.log.save_every == 0):
+                t_ckpt = time.perf_counter()
+                checkpoint({**metrics, "time/step": t_ckpt - t0, "wall_seconds": wall()})
+                saved_step = step
+                metrics["time/checkpoint"] = time.perf_counter() - t_ckpt
+            metrics["time/step"] = time.perf_counter() - t0
+            metrics["wall_seconds"] = wall()
+            if log:
+                log.log(step, metrics)
+            rows.append(make_row(step, metrics))
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['reward/accuracy']:.2f}",
+                            s_per_step=f"{metrics['time/step']:.2f}")
+            bar.update(1)
+            if out_of_time:
+                break
+        bar.close()
+        if interrupted and saved_step != trainer.step:  # stopped before its first step (initial evaluation)
+            checkpoint(rows[-1])
         if log:
-            log.log(step, metrics)
-        bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['reward/accuracy']:.2f}",
-                        s_per_step=f"{metrics['time/step']:.2f}")
-        bar.update(1)
-        if out_of_time:
-            break
-    bar.close()
+            rows = log.read_metrics()
+        final_missing = not interrupted and bool(rows) and "eval/greedy/pass@1" not in rows[-1]
+        if dist.broadcast(final_missing) if dist.enabled else final_missing:  # resumed after a stop at the end
+            final = _eval(trainer, config, eval_problems)
+            if log:
+                rows[-1].update(final)
+                log.rewrite(rows)
     if not log:
         return None
-    summary = summarize(log.read_metrics(), wall())
+    summary = summarize(rows, wall())
+    if interrupted:
+        summary["interrupted"] = stop.name or "SIGTERM"  # another process's signal stopped this one
     log.write_summary(summary)
     log.close()
     return summary
@@ -184,6 +238,9 @@ def summarize(rows: list[dict], wall_seconds: float) -> dict:
         "tokens_trained": sum(r.get("tokens/trained", 0) for r in steps),
         "filtered_frac": sum(r.get("filter/dropped_frac", 0.0) for r in steps) / max(len(steps), 1),
         "skipped_steps": sum(r.get("optimizer/skipped", 0.0) for r in steps),
+        "nonfinite_steps": sum(r.get("optimizer/nonfinite") or 0.0 for r in steps),
+        "no_signal_steps": sum(no_signal(r) for r in steps),
+        "reward_errors": sum(r.get("reward/errors") or 0 for r in steps),
         "before": {k[5:]: v for k, v in before.items() if k.startswith("eval/")},
         "after": {k[5:]: v for k, v in after.items() if k.startswith("eval/")},
         "stage_shares": summarize_shares(stage_rows),
