@@ -34,6 +34,15 @@ def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+def _progress(args: argparse.Namespace, config) -> bool:
+    """Bars on unless --no-progress or log.progress=false; applied to the libraries' own bars too."""
+    from dashrl.progress import resolve, set_library_progress
+
+    progress = resolve(False if args.no_progress else None, config.log.progress)
+    set_library_progress(progress)
+    return progress
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dashrl.config import load_config
     from dashrl.train.run import format_summary, prepare, resume_config, train
@@ -45,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resume_config(Path(args.resume), overrides)
     else:
         config = load_config(config_path, overrides)
-    progress = config.log.progress and not args.no_progress
+    progress = _progress(args, config)
     setup = prepare(config, resume=bool(args.resume), progress=progress)
     summary = train(setup, progress=progress)
     print(format_summary(summary))
@@ -71,11 +80,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
-    task, model, tokenizer = _task_model_tokenizer(config, args.checkpoint or config.model.path, not args.no_progress)
+    progress = _progress(args, config)
+    task, model, tokenizer = _task_model_tokenizer(config, args.checkpoint or config.model.path, progress)
     format_prompt = prompt_formatter(config.task, tokenizer)
     engine = HFEngine(model, tokenizer)
     problems = task.eval_problems(config.eval.num_problems, config.task.eval_seed)
-    result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens, format_prompt=format_prompt)
+    result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens, format_prompt=format_prompt,
+                      progress=progress)
     print(f"{'metric':<24}{'value':>10}")
     for key, value in result.metrics.items():
         print(f"{key:<24}{value if 'length' in key else value * 100:>10.1f}")
@@ -95,7 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = load_config(config_path, overrides)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     out = Path(args.out)
-    report = run_bench(config, variants, out, progress=not args.no_progress, paper_micro_batch=args.paper_micro_batch)
+    report = run_bench(config, variants, out, progress=_progress(args, config), paper_micro_batch=args.paper_micro_batch)
     print(format_table(report))
     print(f"bench.json, bench.md, breakdown.png, reward_vs_time.png in {out}")
     return 0
@@ -114,7 +125,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise UserError(f"--max-batch must be at least 1, got {args.max_batch}")
     if args.write and Path(args.write).is_dir():
         raise UserError(f"--write {args.write}: is a directory; give a file name such as tuned.yaml")
-    progress = config.log.progress and not args.no_progress
+    progress = _progress(args, config)
     task, model, tokenizer = _task_model_tokenizer(config, config.model.path, progress)
     engine = HFEngine(copy.deepcopy(model), tokenizer)
     report = (lambda line: print(f"tune: {line}", file=sys.stderr, flush=True)) if progress else None
@@ -135,7 +146,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
-    progress = config.log.progress and not args.no_progress
+    progress = _progress(args, config)
     summary = train_sft(prepare_sft(config, progress=progress), progress=progress)
     print(format_summary(summary).replace("before RL", "before SFT").replace("after RL", "after SFT"))
     print(f"run directory: {config.log.run_dir}")
@@ -157,7 +168,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         config = with_overrides(Config.model_validate(TESTBED_STUDY), overrides)
     else:
         config = load_config(config_path, overrides)
-    progress = config.log.progress and not args.no_progress
+    progress = _progress(args, config)
     content = run_study(config, progress=progress, report_only=args.report_only)
     print(console_summary(content))
     print(f"report: {Path(config.study.out_dir) / 'report.html'} (and report.md)")
@@ -207,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
-    """Our own progress bars only: silence transformers' per-call bars and notices."""
+    """Our own progress bars only: silence transformers' per-call bars and notices (dashrl.progress does the rest)."""
     from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
