@@ -12,7 +12,10 @@ number of optimizer steps; only the schedule differs:
 - ``dash``: preemptive sampling + gradient filtering (``algo.filter_tau``,
   default 0) + token-budget micro-batches when ``train.micro_batch_tokens`` is set.
 
-Training seconds exclude evaluation and checkpointing. A variant whose run
+Training seconds exclude evaluation and checkpointing. ``bench.model_shape``,
+``bench.completion_tokens`` and ``bench.filter_frac`` make it a timing run on a
+randomly initialised model of a given shape, with set completion lengths and a
+set filter rate (``dashrl.scaling``; a list of shapes: one bench per shape). A variant whose run
 directory already holds a summary for the same resolved config is not re-run.
 Writes bench.json, bench.md, breakdown.png (sampling vs gradient-update time,
 the paper's breakdown figure) and reward_vs_time.png.
@@ -49,6 +52,10 @@ def variant_config(base: Config, name: str, out_dir: Path, paper_micro_batch: in
     if name not in overrides:
         raise UserError(f"unknown bench variant '{name}'; choose from {', '.join(VARIANTS)}")
     common = [f"log.run_dir={out_dir / name}", "log.save_every=0", "eval.every=0"]
+    if base.bench.timing:
+        from dashrl.scaling import timing_overrides
+
+        common += timing_overrides(base)
     return with_overrides(base, overrides[name] + common)
 
 
@@ -58,7 +65,12 @@ def _run_variant(config: Config, progress: bool) -> list[dict]:
     run_dir = Path(config.log.run_dir)
     done = (run_dir / "summary.json").is_file() and (run_dir / "config.yaml").is_file()
     if not (done and (run_dir / "config.yaml").read_text() == to_yaml(config)):
-        train(prepare(config, progress=progress), progress=progress)
+        setup = prepare(config, progress=progress)
+        if config.bench.timing:  # set lengths and synthetic filter-rate rewards
+            from dashrl.scaling import apply_timing
+
+            apply_timing(setup.trainer, config)
+        train(setup, progress=progress)
     return read_metrics(run_dir / "metrics.jsonl")
 
 
@@ -128,6 +140,10 @@ def _saved_seconds(steps: list[dict], tokens_per_second: float) -> float:
 
 def run_bench(base: Config, variants: list[str], out_dir: Path, progress: bool = True,
               paper_micro_batch: int = 4) -> dict:
+    if isinstance(base.bench.model_shape, (str, dict)):  # one shape: a random-init model of it
+        from dashrl.models.shapes import ensure_shape_model
+
+        base = with_overrides(base, [f"model.path={ensure_shape_model(base.bench.model_shape, base.train.seed)}"])
     configs = {name: variant_config(base, name, out_dir, paper_micro_batch) for name in variants}  # validate all first
     results = {}
     for name, config in configs.items():

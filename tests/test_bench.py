@@ -63,3 +63,33 @@ def test_stage_seconds_and_curves_leave_out_evaluation_and_checkpoints():
     # training clock: 2.0 - 0.5 = 1.5 after step 1, then + 1.0 - 0.2 = 2.3 after step 2
     assert curve_vs_seconds(rows, "reward/mean") == [(1.5, 0.1), (pytest.approx(2.3), 0.3)]
     assert curve_vs_seconds(rows, "missing") == []
+
+
+def test_scaling_times_every_shape_with_set_lengths_and_filter_rate(tmp_path, capsys):
+    out = tmp_path / "scaling"
+    args = ["bench", "--no-progress", "--out", str(out), "--paper-micro-batch", "4",
+            "bench.model_shape=[{hidden: 32, layers: 1}, {hidden: 64, layers: 1}]", "bench.completion_tokens=[3,6]",
+            "bench.filter_frac=0.25", "algo.group_size=4", "algo.prompts_per_step=4", "train.micro_batch_size=8",
+            "train.steps=1"]
+    assert main(args) == 0
+    result = json.loads((out / "scaling.json").read_text())
+    assert [r["size"] for r in result["sizes"]] == ["h32-l1", "h64-l1"]
+    assert result["command"].startswith("dashrl bench 'bench.model_shape=[{hidden: 32, layers: 1}, ")
+    small, large = result["sizes"]
+    assert small["parameters"] < large["parameters"]
+    for size in result["sizes"]:
+        v = size["variants"]
+        # the same planned lengths for every schedule: 16 completions of 3..6 tokens each
+        assert len({x["tokens_generated"] for x in v.values()}) == 1 and 48 <= v["dash"]["tokens_generated"] <= 96
+        # 1 of 4 prompts filtered (f = 0.25), only by DASH
+        assert v["dash"]["filtered_frac"] == 0.25 and v["grpo"]["filtered_frac"] == 0.0
+        assert size["ratios"]["dash/grpo"] == pytest.approx(v["dash"]["train_seconds"] / v["grpo"]["train_seconds"])
+    table = (out / "scaling.md").read_text()
+    assert "| h64-l1 |" in table and "dash/grpo" in table and (out / "h32-l1" / "bench.json").is_file()
+
+
+def test_bad_timing_settings_fail_in_one_line(capsys):
+    assert main(["bench", "bench.completion_tokens=[9,3]"]) == 2
+    assert "completion_tokens" in capsys.readouterr().err
+    assert main(["bench", "--no-progress", "bench.model_shape={hidden: 64}"]) == 2
+    assert "needs hidden and layers" in capsys.readouterr().err

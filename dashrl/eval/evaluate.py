@@ -6,11 +6,14 @@ reproducible, and evaluating during training never changes the training run.
 Returns the metrics and, per completion, a record: the prompt exactly as sent
 (template and chat template applied), the completion, the answer the verifier
 extracted, the reference answer, score and reason, and the raw problem text.
+In a multi-process run each process evaluates its share of the problems and
+``gather`` (concatenate every process's list, in rank order) joins the counts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -44,34 +47,38 @@ def _run(engine: Engine, task: Task, problems: list[Problem], n: int, sampling: 
 
 
 def evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int,
-             seed: int = 0, format_prompt: PromptFormatter = raw_prompt, progress: bool = False,
-             desc: str = "eval") -> EvalResult:
+             seed: int = 0, format_prompt: PromptFormatter = raw_prompt,
+             gather: Callable[[list], list] | None = None, progress: bool = False, desc: str = "eval") -> EvalResult:
     """Evaluate; ``format_prompt`` turns a Problem into the engine's prompt (as in training).
 
-    ``progress``: a bar over the completions (greedy, then sampled).
+    ``gather``: several processes, each passing its share of the problems (see the module docstring).
+    ``progress``: a bar over this process's completions (greedy, then sampled).
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         total = len(problems) * (1 + cfg.samples)
         with progress_bar(total, desc, progress, unit="completion", leave=False) as bar:
-            return _evaluate(engine, task, problems, cfg, max_new_tokens, format_prompt, bar)
+            return _evaluate(engine, task, problems, cfg, max_new_tokens, format_prompt, gather or (lambda items: items),
+                             bar)
 
 
 def _evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int,
-              format_prompt: PromptFormatter, bar) -> EvalResult:
+              format_prompt: PromptFormatter, gather: Callable[[list], list], bar) -> EvalResult:
     metrics: dict[str, float] = {}
     records: list[dict] = []
 
     def run(mode: str, n: int, sampling: SamplingParams) -> list[tuple[int, int]]:
-        counts, lengths = [], []
+        counts, lengths, mode_records = [], [], []
         for problem, prompt, scored in _run(engine, task, problems, n, sampling, cfg.batch_size, format_prompt, bar):
             correct = sum(r.score >= 1.0 for _, r in scored)
             counts.append((n, correct))
             for completion, result in scored:
                 lengths.append(len(completion.token_ids))
-                records.append({"id": problem.id, "mode": mode, "prompt": prompt, "completion": completion.text,
-                                "extracted": result.extracted, "answer": problem.answer, "score": result.score,
-                                "reason": result.reason, "problem": problem.prompt})
+                mode_records.append({"id": problem.id, "mode": mode, "prompt": prompt, "completion": completion.text,
+                                     "extracted": result.extracted, "answer": problem.answer, "score": result.score,
+                                     "reason": result.reason, "problem": problem.prompt})
+        counts, lengths = gather(counts), gather(lengths)
+        records.extend(gather(mode_records))
         metrics[f"{mode}/mean_length"] = sum(lengths) / max(len(lengths), 1)
         return counts
 

@@ -16,13 +16,20 @@ import torch
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. ``greedy`` ignores temperature / top_p / top_k."""
+    """How to sample. ``greedy`` ignores temperature / top_p / top_k.
+
+    ``lengths`` is for timing runs (``dashrl bench`` with ``bench.completion_tokens``):
+    every completion gets a length drawn uniformly from [lo, hi] tokens, EOS
+    included, whatever the model would have said (EOS is suppressed before that
+    length and forced at it). None = stop at EOS or ``max_new_tokens`` as usual.
+    """
 
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 64
     greedy: bool = False
+    lengths: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,16 @@ class Completion:
     token_ids:  generated ids, EOS included when emitted, no padding, (completion_len,)
     text:       decoded completion without special tokens
     finish_reason: "stop" (EOS emitted) or "length" (hit max_new_tokens)
+    logprobs:   log-prob of each generated id under the distribution the engine sampled it from
+                (softmax(logits / temperature), after top-k / top-p where the engine applies them;
+                greedy: temperature 1), (completion_len,); None if the engine does not report them
     """
 
     prompt_ids: tuple[int, ...]
     token_ids: tuple[int, ...]
     text: str
     finish_reason: Literal["stop", "length"]
+    logprobs: tuple[float, ...] | None = None
 
 
 class Engine(Protocol):

@@ -6,34 +6,40 @@ part is checked, and the verdict is "reproduced" (every part holds), "partly
 reproduced" (some do), "not reproduced" (none does) or "not tested" (a
 variant it needs was not run).
 
-Accuracy comparisons allow for evaluation noise: accuracy a is higher than b
-only if the gap exceeds 1.96 standard errors of the difference of two
-proportions, sqrt(a(1-a)/n_a + b(1-b)/n_b), with n the evaluated problems
-times seeds (``accuracy_gap``). A completion length counts as shorter only if
-it is at least 1% shorter (``SHORTER``). Times are compared by each variant's
-fastest seed: load on a shared machine only ever slows a run down.
+A difference counts only if it exceeds 2 standard errors (``TWO_SE``). The
+standard error of a variant's mean is its sample standard deviation across
+seeds over sqrt(seeds); that of a difference of two means is
+sqrt(se_a^2 + se_b^2) (``compare``). For accuracies, each variant's standard
+error is at least the evaluation's own binomial one, sqrt(p(1-p)/(n seeds)) with
+n the evaluated problems: three seeds can agree closely by chance, and one
+seed has no spread at all. Times and lengths have no such floor, so their
+comparisons need 2+ seeds on each side (with fewer the part does not hold and
+the evidence says why). A length must also be at least 1% shorter (``SHORTER``).
 
 Stability (finding 2): PPO counts as less stable than plain policy gradient if
-some PPO seed collapsed (ended below the base model beyond noise) while no
-policy-gradient seed did, or if its spread across seeds (max - min final
-accuracy) exceeds the policy-gradient spread by more than the noise of one
-evaluation, 1.96 sqrt(p(1-p)/n).
+some PPO seed collapsed (ended below the base model by more than 2 standard
+errors of the difference of two evaluations) while no policy-gradient seed
+did, or if its spread across seeds (max - min final accuracy) exceeds the
+policy-gradient spread by more than 2 standard errors of one evaluation,
+2 sqrt(p(1-p)/n).
 
 Simplifications: pass@1 per problem is treated as an independent Bernoulli
-(the same problems are used for every variant, which makes the test
-conservative); seeds are pooled into the mean and n.
+(the same problems are used for every variant, which makes the floor
+conservative); the test is a plain 2-standard-error rule, not a t-test with
+few-seed degrees of freedom.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from statistics import mean
+from statistics import mean, stdev
 
 RL_PREFERENCE = ("dash", "dash_no_kl", "preemptive", "grpo")  # the RL method finding 1 compares with SFT
 PG_PREFERENCE = ("dash_no_kl", "dash")  # the plain policy-gradient method finding 2 compares with PPO
 PPO_VARIANTS = ("ppo_multi", "ppo_mini")
 SHORTER = 0.01  # a length must be this much shorter (relative) to count as shorter
+TWO_SE = 2.0  # a difference counts only beyond this many standard errors
 LABELS = {"sft_h": "SFT-H", "sft_m": "SFT-M", "grpo": "GRPO", "preemptive": "preemptive", "dash": "DASH",
           "dash_no_kl": "DASH without KL", "ppo_multi": "PPO Multi", "ppo_mini": "PPO Mini", "base": "base"}
 
@@ -74,9 +80,16 @@ class Outcome:
 
     @property
     def noise(self) -> float:
-        """1.96 standard errors of one run's accuracy, at this variant's mean accuracy."""
+        """2 standard errors of one run's accuracy (one evaluation), at this variant's mean accuracy."""
         p = self.mean_accuracy
-        return 1.96 * math.sqrt(p * (1 - p) / self.problems)
+        return TWO_SE * math.sqrt(p * (1 - p) / self.problems)
+
+    @property
+    def accuracy_se(self) -> float:
+        """Standard error of the mean accuracy: across seeds, but at least the evaluation's binomial one."""
+        p, n = self.mean_accuracy, len(self.accuracy)
+        binomial = math.sqrt(p * (1 - p) / (self.problems * n))
+        return max(binomial, standard_error(self.accuracy) or 0.0)
 
     @property
     def fastest(self) -> float:
@@ -86,7 +99,7 @@ class Outcome:
     def collapsed(self, base: "Outcome") -> int:
         """Seeds that ended below the base model's accuracy by more than the noise of the difference."""
         q = base.mean_accuracy
-        return sum(base.mean_accuracy - a > 1.96 * math.sqrt(a * (1 - a) / self.problems + q * (1 - q) / base.problems)
+        return sum(base.mean_accuracy - a > TWO_SE * math.sqrt(a * (1 - a) / self.problems + q * (1 - q) / base.problems)
                    for a in self.accuracy)
 
 
@@ -96,21 +109,54 @@ class Finding:
     claim: str
     verdict: str  # reproduced | partly reproduced | not reproduced | not tested
     evidence: str
+    fidelity: str = ""  # where the setting is and is not like the paper's (empty: not known for this model)
 
     def line(self) -> str:
         return f"{self.number}. {self.claim}: {self.verdict} ({self.evidence})"
 
 
+# Where the built-in testbed study is and is not like the paper, per finding (shown under each verdict).
+TESTBED_FIDELITY = {
+    1: "Like the paper: the base model has seen neither SFT-H's problems nor its solution style (it was pretrained "
+       "on step-by-step solutions of the other half of the problem space); SFT-H's solutions are concise, skip "
+       "steps and vary notation, as MATH solutions are to Qwen2.5-0.5B; SFT-M is rejection-sampled distillation "
+       "from a stronger model. Unlike it: a 0.17M-parameter model, not 0.5-3B; the 'human' solutions are written "
+       "by a rule, not by people; the teacher is the same pretraining run on to 75%, not a larger model; short "
+       "runs (see the budget above).",
+    2: "Like the paper: PPO Multi samples as many completions as plain policy gradient and takes K = 3 steps; PPO "
+       "Mini samples 8 completions and takes K = 32; clip 0.2; equal training time. Unlike it: a 0.17M model on "
+       "64-token arithmetic, lr 2e-4 (the paper: 3e-6), a few minutes of training instead of hours.",
+    3: "Like the paper: beta 0.04 with the k3 estimator vs beta 0, the reference-model pass dropped without KL. "
+       "Unlike it: completions are at most 64 tokens of arithmetic, so length has little room to change, and a "
+       "0.17M reference model costs little time.",
+    4: "Like the paper: standard GRPO samples one micro-batch per engine call, DASH the whole step in one call and "
+       "filters groups before any forward pass. Unlike it: transformers' generate on 2 CPU cores, not vLLM on "
+       "GPUs; GRPO's micro-batch is the 64 `dashrl tune` picks on this CPU, not the paper's 4; how the time ratio "
+       "moves with model size: benchmarks/results/scaling_*.",
+}
+
+
+def standard_error(values: list[float]) -> float | None:
+    """Sample standard deviation / sqrt(n); None with fewer than 2 values."""
+    return stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+
+
+def compare(a: float, se_a: float | None, b: float, se_b: float | None) -> int | None:
+    """+1 if a > b by more than 2 standard errors of the difference, -1 if a < b so, 0 if within;
+    None if a standard error is unknown (fewer than 2 seeds)."""
+    if se_a is None or se_b is None:
+        return None
+    margin = TWO_SE * math.sqrt(se_a ** 2 + se_b ** 2)
+    return 1 if a - b > margin else -1 if b - a > margin else 0
+
+
 def accuracy_gap(a: Outcome, b: Outcome) -> int:
-    """+1 if a's mean accuracy is higher than b's beyond noise, -1 if lower, 0 if within noise."""
-    pa, pb = a.mean_accuracy, b.mean_accuracy
-    na, nb = a.problems * len(a.accuracy), b.problems * len(b.accuracy)
-    margin = 1.96 * math.sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb)
-    if pa - pb > margin:
-        return 1
-    if pb - pa > margin:
-        return -1
-    return 0
+    """+1 if a's mean accuracy is higher than b's by more than 2 standard errors, -1 if lower, 0 if within."""
+    return compare(a.mean_accuracy, a.accuracy_se, b.mean_accuracy, b.accuracy_se)
+
+
+def _se_margin(a: Outcome, b: Outcome) -> float:
+    return TWO_SE * math.sqrt(a.accuracy_se ** 2 + b.accuracy_se ** 2)
 
 
 def _verdict(parts: list[bool]) -> str:
@@ -124,9 +170,18 @@ def _pct(x: float) -> str:
 
 
 def _acc(o: Outcome) -> str:
-    """'52.1%' or, with several seeds, '52.1% (mean of 3 seeds)'."""
+    """'52.1%' or, with several seeds, '52.1 ± 1.3% (3 seeds)' (mean ± sample standard deviation)."""
     n = len(o.accuracy)
-    return _pct(o.mean_accuracy) + (f" (mean of {n} seeds)" if n > 1 else "")
+    if n == 1:
+        return _pct(o.mean_accuracy)
+    return f"{o.mean_accuracy * 100:.1f} ± {stdev(o.accuracy) * 100:.1f}% ({n} seeds)"
+
+
+def _ms(values: list[float], unit: str, digits: int = 1) -> str:
+    """'28.1 ± 0.4 unit' (mean ± sample std), or the single value."""
+    if len(values) > 1:
+        return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}{unit}"
+    return f"{mean(values):.{digits}f}{unit}"
 
 
 def _first(outcomes: dict[str, Outcome], names: tuple[str, ...]) -> Outcome | None:
@@ -141,7 +196,8 @@ def rl_beats_sft(outcomes: dict[str, Outcome]) -> Finding:
     if rl is None or not sfts:
         return Finding(1, claim, "not tested", "needs an RL variant and sft_h or sft_m")
     parts = [accuracy_gap(rl, s) > 0 for s in sfts]
-    evidence = f"{rl.label} {_acc(rl)} vs " + ", ".join(f"{s.label} {_acc(s)}" for s in sfts)
+    evidence = f"{rl.label} {_acc(rl)} vs " + ", ".join(
+        f"{s.label} {_acc(s)} (2 SE of the difference: {_se_margin(rl, s) * 100:.1f} points)" for s in sfts)
     if "base" in outcomes:
         evidence += f", base {_acc(outcomes['base'])}"
     evidence += " greedy pass@1 in distribution"
@@ -159,8 +215,9 @@ def ppo_faster_but_unstable(outcomes: dict[str, Outcome]) -> Finding:
     if pg is None or not ppos:
         return Finding(2, claim, "not tested", "needs dash_no_kl (or dash) and ppo_multi or ppo_mini")
     best = max(ppos, key=lambda o: o.mean_accuracy)
-    higher = best.mean_accuracy > pg.mean_accuracy  # "slightly higher": any gap counts
-    evidence = f"{pg.label} {_acc(pg)}, " + ", ".join(f"{o.label} {_acc(o)}" for o in ppos)
+    higher = accuracy_gap(best, pg) > 0
+    evidence = f"{pg.label} {_acc(pg)}, " + ", ".join(f"{o.label} {_acc(o)}" for o in ppos) + \
+        f" (2 SE of {best.label} - {pg.label}: {_se_margin(best, pg) * 100:.1f} points)"
     base = outcomes.get("base")
     collapses = []
     if base is not None and not pg.collapsed(base):
@@ -171,7 +228,7 @@ def ppo_faster_but_unstable(outcomes: dict[str, Outcome]) -> Finding:
     wider = spread_known and any(o.spread - pg.spread > pg.noise for o in ppos)
     if spread_known:
         evidence += "; spread across seeds " + ", ".join(f"{o.label} {o.spread * 100:.1f}" for o in [pg, *ppos]) + \
-            f" points (noise of one evaluation: {pg.noise * 100:.1f})"
+            f" points (2 SE of one evaluation: {pg.noise * 100:.1f})"
     elif not collapses:
         evidence += "; stability not measured: it needs 2+ seeds or the base model"
     return Finding(2, claim, _verdict([higher, bool(collapses) or wider]), evidence)
@@ -183,12 +240,17 @@ def no_kl_is_better(outcomes: dict[str, Outcome]) -> Finding:
     kl, no_kl = outcomes.get("dash"), outcomes.get("dash_no_kl")
     if kl is None or no_kl is None or not (kl.mean_length and no_kl.mean_length and kl.train_seconds and no_kl.train_seconds):
         return Finding(3, claim, "not tested", "needs dash and dash_no_kl")
-    shorter = mean(no_kl.mean_length) < (1 - SHORTER) * mean(kl.mean_length)
+    length = compare(mean(no_kl.mean_length), standard_error(no_kl.mean_length),
+                     mean(kl.mean_length), standard_error(kl.mean_length))
+    shorter = length == -1 and mean(no_kl.mean_length) < (1 - SHORTER) * mean(kl.mean_length)
     higher = accuracy_gap(no_kl, kl) > 0
-    faster = no_kl.fastest < kl.fastest
-    evidence = (f"length {mean(no_kl.mean_length):.1f} vs {mean(kl.mean_length):.1f} tokens, "
+    faster = compare(mean(no_kl.train_seconds), standard_error(no_kl.train_seconds),
+                     mean(kl.train_seconds), standard_error(kl.train_seconds)) == -1
+    evidence = (f"length {_ms(no_kl.mean_length, ' tokens')} vs {_ms(kl.mean_length, ' tokens')}, "
                 f"accuracy {_acc(no_kl)} vs {_acc(kl)}, "
-                f"time {no_kl.fastest:.0f} s vs {kl.fastest:.0f} s (fastest seed), without vs with KL")
+                f"time {_ms(no_kl.train_seconds, ' s', 0)} vs {_ms(kl.train_seconds, ' s', 0)}, without vs with KL")
+    if min(len(kl.train_seconds), len(no_kl.train_seconds)) < 2:
+        evidence += "; lengths and times need 2+ seeds each to be compared"
     return Finding(3, claim, _verdict([shorter, higher, faster]), evidence)
 
 
@@ -199,15 +261,24 @@ def sampling_is_bottleneck(outcomes: dict[str, Outcome]) -> Finding:
     fast = _first(outcomes, ("dash", "preemptive"))
     if grpo is None or fast is None or not (grpo.train_seconds and grpo.sampling_seconds and fast.train_seconds):
         return Finding(4, claim, "not tested", "needs grpo and dash (or preemptive)")
-    share = mean(grpo.sampling_seconds) / mean(grpo.train_seconds)
-    ratio = fast.fastest / grpo.fastest
-    evidence = (f"GRPO spends {share * 100:.0f}% of its training time sampling "
+    shares = [a / t for a, t in zip(grpo.sampling_seconds, grpo.train_seconds)]
+    share = mean(shares)
+    mostly = compare(share, standard_error(shares), 0.5, 0.0) == 1
+    ratio = mean(fast.train_seconds) / mean(grpo.train_seconds)
+    cheaper = compare(mean(fast.train_seconds), standard_error(fast.train_seconds),
+                      mean(grpo.train_seconds), standard_error(grpo.train_seconds)) == -1
+    evidence = (f"GRPO spends {_ms([x * 100 for x in shares], '%', 0)} of its training time sampling "
                 f"({mean(grpo.sampling_seconds):.0f} s of {mean(grpo.train_seconds):.0f} s); "
-                f"{fast.label} takes {ratio * 100:.0f}% of GRPO's time (the paper: 17%)")
-    return Finding(4, claim, _verdict([share > 0.5, ratio < 1.0]), evidence)
+                f"{fast.label} takes {ratio * 100:.0f}% of GRPO's time "
+                f"({_ms(fast.train_seconds, ' s', 0)} vs {_ms(grpo.train_seconds, ' s', 0)}; the paper: 17%)")
+    if min(len(grpo.train_seconds), len(fast.train_seconds)) < 2:
+        evidence += "; times need 2+ seeds each to be compared"
+    return Finding(4, claim, _verdict([mostly, cheaper]), evidence)
 
 
-def findings(outcomes: dict[str, Outcome]) -> list[Finding]:
-    """The paper's four findings, in its order."""
-    return [rl_beats_sft(outcomes), ppo_faster_but_unstable(outcomes), no_kl_is_better(outcomes),
-            sampling_is_bottleneck(outcomes)]
+def findings(outcomes: dict[str, Outcome], fidelity: dict[int, str] | None = None) -> list[Finding]:
+    """The paper's four findings, in its order, each with its ``fidelity`` note (e.g. ``TESTBED_FIDELITY``)."""
+    found = [rl_beats_sft(outcomes), ppo_faster_but_unstable(outcomes), no_kl_is_better(outcomes),
+             sampling_is_bottleneck(outcomes)]
+    fidelity = fidelity or {}
+    return [Finding(f.number, f.claim, f.verdict, f.evidence, fidelity.get(f.number, "")) for f in found]

@@ -24,14 +24,14 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean, stdev
 
 import yaml
 
 from dashrl.bench import SAMPLING_STAGES, UPDATE_STAGES, curve_vs_seconds, stage_seconds
 from dashrl.config import Config
 from dashrl.study import plots
-from dashrl.study.findings import LABELS, Finding, Outcome, findings
+from dashrl.study.findings import LABELS, TESTBED_FIDELITY, Finding, Outcome, findings
 from dashrl.study.presets import SFT_PRESETS, Job, describe
 from dashrl.study.rundir import BASE, STUDY_EVAL, load_run
 
@@ -141,11 +141,11 @@ def _label(name: str) -> str:
 
 
 def _stat(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    """'52.1' for one value, '52.1 ± 1.3' (mean ± population std) for several, '-' for none."""
+    """'52.1' for one value, '52.1 ± 1.3' (mean ± sample standard deviation) for several, '-' for none."""
     if not values:
         return "-"
     text = f"{mean(values) * scale:.{digits}f}"
-    return text + (f" ± {pstdev(values) * scale:.{digits}f}" if len(values) > 1 else "")
+    return text + (f" ± {stdev(values) * scale:.{digits}f}" if len(values) > 1 else "")
 
 
 def _metric(runs: list[Run], getter, key: str, scale: float = 100.0, digits: int = 1) -> str:
@@ -309,7 +309,8 @@ def build(config: Config, out_dir: Path, jobs: list[Job]) -> dict:
         return {"tables": [], "findings": [], "plots": [], "header": ["No finished runs yet."], "outcomes": {}}
     problems = data[BASE][0].study_eval["in_distribution"]["problems"]
     outcomes = {name: outcome(name, runs, problems) for name, runs in data.items()}
-    found = findings(outcomes)
+    testbed = config.model.path == "testbed" and config.task.name == "testbed"
+    found = findings(outcomes, TESTBED_FIDELITY if testbed else None)
     tables = [accuracy_table(data), time_table(data), ppo_table(data), kl_table(data), passk_table(data),
               methods_table(data)]
     tables = [t for t in tables if t.rows]  # e.g. no PPO table in a study without PPO variants
@@ -368,10 +369,10 @@ def draw_plots(data: dict[str, list[Run]], out_dir: Path) -> list[str]:
 
 
 NOTES = [
-    "Accuracy comparisons in the findings count a gap only beyond evaluation noise: 1.96 standard errors of the "
-    "difference of two proportions over the evaluated problems (times seeds). A length counts as shorter only if it "
-    "is at least 1% shorter; times are compared by each variant's fastest seed. The rules are in "
-    "dashrl/study/findings.py.",
+    "A difference in the findings counts only beyond 2 standard errors of the difference of two means across "
+    "seeds (sample standard deviation / sqrt(seeds)); for accuracy each standard error is at least the evaluation's "
+    "binomial one, sqrt(p(1-p)/(problems x seeds)); times and lengths need 2+ seeds. A length counts as shorter only "
+    "if it is also at least 1% shorter. The rules are in dashrl/study/findings.py.",
     "Times are wall-clock seconds as measured on this machine; on a shared machine they vary with its load, "
     "and equal-time budgets inherit that.",
     "Sizes follow the paper scaled to the model and task: see dashrl/study/presets.py and the study config's comments.",
@@ -398,6 +399,7 @@ def _jsonable(content: dict) -> dict:
         return {"title": t.title, "header": t.header, "rows": [[cell(c) for c in row] for row in t.rows], "note": t.note}
 
     return {"header": content["header"], "findings": [f.line() for f in content["findings"]],
+            "fidelity": [f.fidelity for f in content["findings"]],
             "tables": [table(t) for t in content["tables"]], "plots": content["plots"],
             "outcomes": content["outcomes"]}
 
@@ -433,7 +435,8 @@ def render_markdown(title: str, content: dict) -> str:
     parts = [f"# {title}", "", *[f"{line}  " for line in content["header"]], ""]
     if content["findings"]:
         parts += ["## The paper's findings on this model and task", ""]
-        parts += [f"{f.line()}" + "  " for f in content["findings"]] + [""]
+        for f in content["findings"]:
+            parts += [f"{f.line()}  "] + ([f"   *Testbed vs paper:* {f.fidelity}", ""] if f.fidelity else [""])
     if content["tables"]:
         parts += ["## Tables", ""]
         parts += [markdown_table(t) + "\n" for t in content["tables"]]
@@ -481,8 +484,9 @@ def html_table(t: Table) -> str:
 
 
 def _finding_html(f: Finding) -> str:
+    fidelity = f'<br><span class="note">Testbed vs paper: {html.escape(f.fidelity)}</span>' if f.fidelity else ""
     return (f"<li>{html.escape(f.claim)}: <span class=\"verdict\">{html.escape(f.verdict)}</span> "
-            f"({html.escape(f.evidence)})</li>")
+            f"({html.escape(f.evidence)}){fidelity}</li>")
 
 
 def render_html(title: str, content: dict, out_dir: Path) -> str:

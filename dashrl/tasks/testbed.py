@@ -3,18 +3,31 @@
 Training problems come from an endless seeded stream that skips every prompt of
 the held-out set, so evaluation never sees a training prompt. The harder
 out-of-distribution variant has more operators and larger values.
+
+Two disjoint halves of the problem space (split by a hash of the prompt): the
+base model's pretraining corpus (``pretrain_stream``: step-by-step solutions)
+and the task's training stream (``train_stream``: RL prompts and the SFT
+baselines' prompts, whose reference solutions are human-written, see
+``dashrl.testbed.arithmetic``). So the base model has seen neither SFT-H's
+problems nor its solution style. Held-out problems come from the whole space.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import zlib
 from typing import Iterator
 
 from dashrl.rewards.math import score_math, score_math_answer
 from dashrl.rewards.result import RewardResult
 from dashrl.tasks.base import Problem
 from dashrl.testbed.arithmetic import ArithmeticSpec, make_problem
+
+
+def in_pretraining_half(prompt: str) -> bool:
+    """Whether a prompt belongs to the pretraining half of the problem space (the other half is the task's)."""
+    return zlib.crc32(b"pretrain-split:" + prompt.encode()) % 2 == 0
 
 IN_DISTRIBUTION = ArithmeticSpec()
 HARDER = ArithmeticSpec(min_ops=4, max_ops=5, max_value=29)
@@ -27,10 +40,18 @@ class ArithmeticTask:
         self._held_out = {p.prompt for p in self.eval_problems(holdout_size, holdout_seed)}
 
     def train_stream(self, seed: int) -> Iterator[Problem]:
+        """Training problems (the task's half, held-out ones skipped), with human-written reference solutions."""
+        return self._stream(seed, pretraining=False, style="human", prefix="train")
+
+    def pretrain_stream(self, seed: int) -> Iterator[Problem]:
+        """The base model's pretraining corpus: the other half, with step-by-step solutions."""
+        return self._stream(seed, pretraining=True, style="steps", prefix="pretrain")
+
+    def _stream(self, seed: int, pretraining: bool, style: str, prefix: str) -> Iterator[Problem]:
         rng = random.Random(seed)
         for i in itertools.count():
-            problem = make_problem(rng, self.spec, f"{self.name}-train-{i}")
-            if problem.prompt not in self._held_out:
+            problem = make_problem(rng, self.spec, f"{self.name}-{prefix}-{i}", style)
+            if problem.prompt not in self._held_out and in_pretraining_half(problem.prompt) == pretraining:
                 yield problem
 
     def eval_problems(self, n: int, seed: int) -> list[Problem]:

@@ -1,7 +1,9 @@
 """Build (once) and cache the testbed's base checkpoint.
 
 The base model is made by a short supervised pretraining of the tiny model on
-reference solutions, stopped as soon as greedy accuracy on a calibration set
+step-by-step solutions of the pretraining half of the problem space
+(``ArithmeticTask.pretrain_stream``; none of the task's training problems and
+none of its human-written reference solutions, which SFT-H trains on), stopped as soon as greedy accuracy on a calibration set
 (disjoint from evaluation) reaches ``target_accuracy``: a base that is right
 sometimes, so that RL has both signal and room. Deterministic for a given seed
 on a given machine. Cached under ``$DASHRL_CACHE`` (default ``~/.cache/dashrl``)
@@ -42,7 +44,7 @@ class PretrainSpec:
     calibration_size: int = 256
     calibration_seed: int = 12345
     target_accuracy: float = 0.3
-    version: int = 3  # bump when the task or model code changes what gets built
+    version: int = 4  # bump when the task or model code changes what gets built
 
 
 def cache_root() -> Path:
@@ -117,7 +119,7 @@ def pretrain(spec: PretrainSpec, progress: bool = True):
     tokenizer = build_tokenizer()
     model = build_model(len(tokenizer), spec.seed, spec.hidden, spec.layers)
     task = ArithmeticTask()
-    stream = task.train_stream(spec.seed + 7919)
+    stream = task.pretrain_stream(spec.seed + 7919)
     calibration = ArithmeticTask().eval_problems(spec.calibration_size, spec.calibration_seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.0)
     model.train()

@@ -3,7 +3,9 @@
 Everything that can fail on bad input (config, task, model path, resume
 directory) is checked before the run directory is touched. The base model is
 evaluated before the first step and the trained one after the last, and the
-summary holds both, so every run reports what RL changed.
+summary holds both, so every run reports what RL changed. With several
+processes (``dashrl.train.distributed``) every process runs this loop; only
+process 0 writes the run directory and shows the progress bar.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from dashrl.config import Config, load_config
 from dashrl.errors import UserError
 from dashrl.eval.evaluate import evaluate
 from dashrl.models import load_model, load_policy, load_tokenizer, resolve_model_path
-from dashrl.rollout.hf_engine import HFEngine
 from dashrl.progress import progress_bar, resolve as resolve_progress, set_library_progress
+from dashrl.rollout.factory import check_engine, make_engine
 from dashrl.runlog import RunLog
 from dashrl.tasks import get_task
 from dashrl.timing import RunClock, summarize_shares
-from dashrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from dashrl.models.lora import AdaptersOff, plain_copy
+from dashrl.train.checkpoint import (_restore_rng_states, _rng_states, latest_checkpoint, load_trainer_state,
+                                     save_checkpoint)
+from dashrl.train.distributed import check_world_size, init_distributed, shard
+from dashrl.models.lora import AdaptersOff
 from dashrl.train.samples import select_samples
 from dashrl.train.trainer import Trainer
 
@@ -68,25 +72,36 @@ def prepare(config: Config, resume: bool = False, progress: bool | None = None) 
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         raise UserError(f"cannot resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+    check_engine(config)
     task = get_task(config.task)
-    model_path = resolve_model_path(config.model.path, progress=progress)
-    seed_everything(config.train.seed)
+    dist = init_distributed(config.model.device, config.dist.timeout_s, config.dist.threads_per_process)
+    if config.algo.prompts_per_step % dist.world_size:
+        raise UserError(f"algo.prompts_per_step ({config.algo.prompts_per_step}) must be a multiple of the number "
+                        f"of processes ({dist.world_size}), so that each samples whole groups")
+    if not dist.is_main:  # process 0 builds or fetches a missing model first
+        dist.barrier()
+    model_path = resolve_model_path(config.model.path, progress=progress and dist.is_main)
+    if dist.is_main:
+        dist.barrier()
+    seed_everything(config.train.seed + dist.rank)  # each process samples its own completions
     tokenizer = load_tokenizer(model_path)
-    policy = load_policy(model_path, config.model, checkpoint)
+    policy = load_policy(model_path, config.model, checkpoint).to(dist.device)
     policy.train()
     reference = None
     if config.algo.beta > 0 and config.model.lora.enabled:  # the base weights, adapters off: no second copy
         reference = AdaptersOff(policy)
     elif config.algo.beta > 0:  # only then is a reference model loaded
-        reference = load_model(model_path, config.model.dtype).eval().requires_grad_(False)
-    engine = HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
-    trainer = Trainer(config, policy, tokenizer, engine, task, reference)
+        reference = load_model(model_path, config.model.dtype).to(dist.device).eval().requires_grad_(False)
+    engine = make_engine(config, model_path, policy, tokenizer, resumed=checkpoint is not None)
+    trainer = Trainer(config, policy, tokenizer, engine, task, reference, dist)
     return Setup(config, trainer, checkpoint, time.perf_counter() - start)
 
 
 def _eval(trainer: Trainer, config: Config, problems, progress: bool = False, desc: str = "eval") -> dict:
-    result = evaluate(trainer.engine, trainer.task, problems, config.eval, config.sampling.max_new_tokens,
-                      format_prompt=trainer.format_prompt, progress=progress, desc=desc)
+    dist = trainer.dist  # each process evaluates its share; the counts are gathered
+    result = evaluate(trainer.engine, trainer.task, shard(problems, dist.rank, dist.world_size), config.eval,
+                      config.sampling.max_new_tokens, seed=dist.rank, format_prompt=trainer.format_prompt,
+                      gather=dist.gather_list, progress=progress and dist.is_main, desc=desc)
     return {f"eval/{k}": v for k, v in result.metrics.items()}
 
 
@@ -99,13 +114,14 @@ def _bar_total(config: Config, step: int, steps_done: int, session_seconds: floa
     return min(config.train.steps, step + max(left, 1))
 
 
-def train(setup: Setup, progress: bool | None = None) -> dict:
-    """Run (or continue) training; returns the summary written to summary.json.
+def train(setup: Setup, progress: bool | None = None) -> dict | None:
+    """Run (or continue) training; returns the summary written to summary.json (None on processes other than 0).
 
     ``progress``: show bars (None = ``log.progress``). Every second of the
     summary's ``wall_seconds`` is booked to a stage of ``stage_seconds``.
     """
     config, trainer = setup.config, setup.trainer
+    dist = trainer.dist
     progress = resolve_progress(progress, config.log.progress)
     set_library_progress(progress)
     start_wall = time.perf_counter()
@@ -116,30 +132,38 @@ def train(setup: Setup, progress: bool | None = None) -> dict:
     with clock.stage("setup"):
         if setup.resume_from is not None:
             state = load_trainer_state(setup.resume_from, trainer.optimizer, trainer.scheduler)
+            check_world_size(state["extra"].get("world_size", 1), dist)
+            if "rng_by_rank" in state["extra"]:  # every process continues its own random stream
+                _restore_rng_states(state["extra"]["rng_by_rank"][dist.rank])
             resume_step = trainer.step = state["step"]
             prior_wall = state["extra"].get("wall_seconds", 0.0)
             clock.restore(state["extra"].get("stage_seconds", {}))
             trainer.skip_problems(trainer.step)
-        log = RunLog(Path(config.log.run_dir), config, resume_step)
+        log = RunLog(Path(config.log.run_dir), config, resume_step) if dist.is_main else None
         eval_problems = trainer.task.eval_problems(config.eval.num_problems, config.task.eval_seed)
 
     def wall() -> float:
         return prior_wall + setup.load_seconds + time.perf_counter() - start_wall
 
     def checkpoint() -> None:
-        save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer, trainer.scheduler,
-                        {"wall_seconds": wall(), "stage_seconds": clock.totals()}, keep_last=config.log.keep_last)
+        rng_by_rank = dist.gather(_rng_states())
+        if dist.is_main:
+            save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer,
+                            trainer.scheduler, {"wall_seconds": wall(), "stage_seconds": clock.totals(),
+                                                "world_size": dist.world_size, "rng_by_rank": rng_by_rank},
+                            keep_last=config.log.keep_last)
 
     if resume_step is None:
         with clock.stage("evaluation_before"):
             initial = _eval(trainer, config, eval_problems, progress, "eval before RL")
         with clock.stage("logging"):
-            log.log(0, {**initial, "time/evaluation": clock.seconds["evaluation_before"], "wall_seconds": wall()})
+            if log:
+                log.log(0, {**initial, "time/evaluation": clock.seconds["evaluation_before"], "wall_seconds": wall()})
     # training seconds so far, for train.max_seconds (evaluation and checkpoints excluded, as in the summary)
-    trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"]
+    trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"] if log else 0.0
     session_seconds, steps_done, out_of_time = 0.0, 0, False
 
-    bar = progress_bar(config.train.steps, "RL", progress, initial=trainer.step)
+    bar = progress_bar(config.train.steps, "RL", progress and dist.is_main, initial=trainer.step)
     while trainer.step < config.train.steps:
         t0 = time.perf_counter()
         with clock.stage("training"):
@@ -149,6 +173,8 @@ def train(setup: Setup, progress: bool | None = None) -> dict:
         trained_seconds += step_seconds
         session_seconds, steps_done = session_seconds + step_seconds, steps_done + 1
         out_of_time = config.train.max_seconds is not None and trained_seconds >= config.train.max_seconds
+        if config.train.max_seconds is not None:
+            out_of_time = dist.broadcast(out_of_time)  # every process stops at the same step
         last = step == config.train.steps or out_of_time
         if last or (config.eval.every and step % config.eval.every == 0):
             stage = "evaluation_after" if last else "evaluation_during"
@@ -158,7 +184,7 @@ def train(setup: Setup, progress: bool | None = None) -> dict:
                                      "eval after RL" if last else f"eval at step {step}"))
             metrics["time/evaluation"] = time.perf_counter() - t_eval
         with clock.stage("logging"):
-            if config.log.samples_every and (step % config.log.samples_every == 0 or step == 1):
+            if log and config.log.samples_every and (step % config.log.samples_every == 0 or step == 1):
                 log.write_samples(step, select_samples(trainer.records, config.algo.group_size))
         if last or (config.log.save_every and step % config.log.save_every == 0):
             t_ckpt = time.perf_counter()
@@ -168,7 +194,8 @@ def train(setup: Setup, progress: bool | None = None) -> dict:
         with clock.stage("logging"):
             metrics["time/step"] = time.perf_counter() - t0
             metrics["wall_seconds"] = wall()
-            log.log(step, metrics)
+            if log:
+                log.log(step, metrics)
             bar.total = _bar_total(config, step, steps_done, session_seconds, trained_seconds)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['reward/accuracy']:.2f}",
                             s_per_step=f"{step_seconds:.2f}")
@@ -176,6 +203,8 @@ def train(setup: Setup, progress: bool | None = None) -> dict:
         if out_of_time:
             break
     bar.close()
+    if not log:
+        return None
     with clock.stage("logging"):
         rows = log.read_metrics()
         stopped = None

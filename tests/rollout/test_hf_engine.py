@@ -40,3 +40,21 @@ def test_generate_returns_n_completions_per_prompt(tiny_model_dir):
         for c in group:
             assert 1 <= len(c.token_ids) <= 4
             assert c.finish_reason == ("stop" if c.token_ids[-1] in engine.stop_ids else "length")
+
+
+def test_planned_lengths_ignore_eos_and_do_not_depend_on_batching(tiny_model_dir):
+    from dashrl.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    one, two = (HFEngine(load_model(str(tiny_model_dir)), tokenizer) for _ in range(2))
+    params = SamplingParams(lengths=(3, 9))
+    whole = one.generate(["Compute 1+2.\n", "Hi"], 4, params)  # one call of 4 completions per prompt
+    halves = [two.generate(["Compute 1+2.\n", "Hi"], 2, params) for _ in range(2)]  # two calls of 2
+    lengths = [[len(c.token_ids) for c in group] for group in whole]
+    assert lengths == [[len(c.token_ids) for h in halves for c in h[i]] for i in range(2)]
+    assert all(3 <= n <= 9 for group in lengths for n in group) and len({n for g in lengths for n in g}) > 1
+    # each completion ends in EOS exactly at its planned length, and has none before
+    assert all(c.token_ids[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in c.token_ids[:-1]
+               and c.finish_reason == "stop" for group in whole for c in group)
+    fixed = one.generate(["Hi"], 3, SamplingParams(lengths=(5, 5), greedy=True))
+    assert [len(c.token_ids) for c in fixed[0]] == [5, 5, 5]

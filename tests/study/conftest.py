@@ -7,7 +7,7 @@ import pytest
 FAST = ["algo.group_size=2", "algo.prompts_per_step=4", "train.micro_batch_size=4", "train.steps=2",
         "sampling.max_new_tokens=6", "eval.num_problems=4", "eval.samples=2", "eval.ks=[1,2]",
         "study.ood_problems=3", "study.ood_max_new_tokens=8", "study.passk_problems=2", "study.passk_samples=4",
-        "sft.num_prompts=4", "sft.batch_size=4", "study.equal_time=[]"]
+        "sft.num_prompts=4", "sft.batch_size=4", "study.equal_time=[]", "study.seeds=[0]"]
 
 
 class Elements(HTMLParser):

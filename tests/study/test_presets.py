@@ -22,8 +22,8 @@ def test_default_study_resolves_to_the_paper_variants():
     by = {(j.variant, j.seed): j for j in jobs}
     assert sorted({j.variant for j in jobs}) == sorted(["sft_h", "sft_m", "grpo", "preemptive", "dash", "dash_no_kl",
                                                         "ppo_multi", "ppo_mini"])
-    # three seeds for the PG vs PPO comparison, one for the others: 5 + 3 x 3 runs
-    assert len(jobs) == 14 and {s for (v, s) in by if v == "ppo_mini"} == {0, 1, 2}
+    # three seeds for every variant: 8 x 3 runs
+    assert len(jobs) == 24 and all({s for (v, s) in by if v == name} == {0, 1, 2} for name in {j.variant for j in jobs})
     grpo, pre, dash, no_kl = (by[(v, 0)].config for v in ("grpo", "preemptive", "dash", "dash_no_kl"))
     # standard GRPO: one engine call per micro-batch, no filter, KL 0.04
     assert (grpo.train.generation_batch_size, grpo.train.micro_batch_size, grpo.algo.filter_tau, grpo.algo.beta) == (64, 64, None, 0.04)
@@ -32,13 +32,13 @@ def test_default_study_resolves_to_the_paper_variants():
     assert (dash.train.generation_batch_size, dash.algo.filter_tau, dash.algo.beta) == (256, 0.0, 0.04)
     assert (no_kl.algo.beta, no_kl.algo.filter_tau) == (0.0, 0.0)
     # equal optimizer steps for everything but the equal-time PPO variants
-    assert {by[(v, 0)].config.train.steps for v in ("sft_h", "sft_m", "grpo", "preemptive", "dash", "dash_no_kl")} == {250}
+    assert {by[(v, 0)].config.train.steps for v in ("sft_h", "sft_m", "grpo", "preemptive", "dash", "dash_no_kl")} == {100}
     assert (by[("sft_h", 0)].kind, by[("sft_m", 0)].config.sft.source, by[("sft_h", 0)].config.sft.source) == ("sft", "teacher", "reference")
     multi, mini = by[("ppo_multi", 1)].config, by[("ppo_mini", 2)].config
     assert (multi.algo.prompts_per_step, multi.algo.updates_per_batch, multi.algo.clip_eps_low, multi.algo.beta) == (32, 3, 0.2, 0.0)
     assert (mini.algo.prompts_per_step, mini.algo.updates_per_batch, mini.train.micro_batch_size,
             mini.train.generation_batch_size) == (1, 32, 8, 8)
-    assert by[("ppo_mini", 2)].time_from == "dash_no_kl" and mini.train.steps == EQUAL_TIME_CAP * 250
+    assert by[("ppo_mini", 2)].time_from == "dash_no_kl" and mini.train.steps == EQUAL_TIME_CAP * 100
     assert (mini.train.seed, mini.log.run_dir) == (2, "/tmp/s/runs/ppo_mini/seed2")
     # every time reference runs before the runs it times
     order = [j.variant for j in jobs]
