@@ -39,6 +39,15 @@ def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+def _progress(args: argparse.Namespace, config) -> bool:
+    """Bars on unless --no-progress or log.progress=false; applied to the libraries' own bars too."""
+    from dashrl.progress import resolve, set_library_progress
+
+    progress = resolve(False if args.no_progress else None, config.log.progress)
+    set_library_progress(progress)
+    return progress
+
+
 def _without_nproc(argv: list[str]) -> list[str]:
     """The command line minus ``--nproc N`` / ``--nproc=N`` (what each launched process runs)."""
     out, skip = [], False
@@ -71,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = load_config(config_path, overrides)
     run_dir = Path(config.log.run_dir)
     check_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
-    progress = config.log.progress and not args.no_progress
+    progress = _progress(args, config)
     if args.nproc is not None:
         if args.nproc < 1:
             raise UserError(f"--nproc must be at least 1, got {args.nproc}")
@@ -135,15 +144,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if Path(args.out).is_dir():
             raise UserError(f"--out {args.out}: is a directory; give a file name such as eval.jsonl")
         check_writable(Path(args.out).parent, "--out")
-    task, model, tokenizer, path = _task_model_tokenizer(config, args.checkpoint or config.model.path,
-                                                         not args.no_progress)
+    progress = _progress(args, config)
+    task, model, tokenizer, path = _task_model_tokenizer(config, args.checkpoint or config.model.path, progress)
     format_prompt = prompt_formatter(config.task, tokenizer)
     problems = task.eval_problems(config.eval.num_problems, config.task.eval_seed)
     check_prompt_lengths(model, tokenizer, format_prompt, config.sampling.max_new_tokens, problems)
     engine = HFEngine(model, tokenizer) if config.rollout.engine == "hf" else make_engine(config, path, model, tokenizer)
     try:
         result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens,
-                          format_prompt=format_prompt)
+                          format_prompt=format_prompt, progress=progress)
     finally:
         close_engine(engine)
     print(f"{'metric':<24}{'value':>10}")
@@ -168,16 +177,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = load_config(config_path, overrides)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     out = Path(args.out)
+    progress = _progress(args, config)
     if isinstance(config.bench.model_shape, list):  # several shapes: the time ratio against model size
         from dashrl.scaling import format_scaling, run_scaling
 
         words = [*args.items, "--variants", args.variants, "--out", args.out, "--paper-micro-batch", str(args.paper_micro_batch)]
-        result = run_scaling(config, variants, out, progress=not args.no_progress, paper_micro_batch=args.paper_micro_batch,
+        result = run_scaling(config, variants, out, progress=progress, paper_micro_batch=args.paper_micro_batch,
                              command="dashrl bench " + " ".join(shlex.quote(w) for w in words))
         print(format_scaling(result))
         print(f"scaling.json, scaling.md in {out} (each shape's bench in its own folder)")
         return 0
-    report = run_bench(config, variants, out, progress=not args.no_progress, paper_micro_batch=args.paper_micro_batch)
+    report = run_bench(config, variants, out, progress=progress, paper_micro_batch=args.paper_micro_batch)
     print(format_table(report))
     print(f"bench.json, bench.md, breakdown.png, reward_vs_time.png in {out}")
     return 0
@@ -194,7 +204,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise UserError(f"--max-batch must be at least 1, got {args.max_batch}")
     if args.write and Path(args.write).is_dir():
         raise UserError(f"--write {args.write}: is a directory; give a file name such as tuned.yaml")
-    progress = config.log.progress and not args.no_progress
+    progress = _progress(args, config)
     task, model, tokenizer, path = _task_model_tokenizer(config, config.model.path, progress)
     engine = make_engine(config, path, model, tokenizer)  # rollout.engine: the curve of the engine training uses
     report = (lambda line: print(f"tune: {line}", file=sys.stderr, flush=True)) if progress else None
@@ -222,7 +232,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
     check_run_dir(Path(config.log.run_dir), overwrite=args.overwrite)
-    progress = config.log.progress and not args.no_progress
+    progress = _progress(args, config)
     setup = prepare_sft(config, progress=progress)
     if args.overwrite:
         clear_run_dir(Path(config.log.run_dir))
@@ -248,7 +258,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         config = with_overrides(Config.model_validate(TESTBED_STUDY), overrides)
     else:
         config = load_config(config_path, overrides)
-    progress = config.log.progress and not args.no_progress
+    progress = _progress(args, config)
     content = run_study(config, progress=progress, report_only=args.report_only)
     print(console_summary(content))
     print(f"report: {Path(config.study.out_dir) / 'report.html'} (and report.md)")
@@ -309,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
-    """Our own progress bars only: silence transformers' per-call bars and notices."""
+    """Our own progress bars only: silence transformers' per-call bars and notices (dashrl.progress does the rest)."""
     from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 

@@ -350,7 +350,10 @@ class LogConfig(_Section):
     )
     save_every: int = Field(100, ge=0, description="checkpoint every N steps (0 = only at the end)")
     keep_last: int = Field(2, ge=1, description="checkpoints kept on disk")
-    progress: bool = Field(True, description="show a live progress bar")
+    progress: bool = Field(True, description="show progress bars (dashrl's and the libraries'; --no-progress "
+                           "turns them off too)")
+    samples_every: int = Field(10, ge=0, description="write a few prompts' completions with rewards and "
+                               "advantages to samples.jsonl every N steps, and after step 1 (0 = never)")
     tensorboard: bool = Field(False, description="also log to TensorBoard (needs the tensorboard package)")
     wandb_project: str | None = Field(None, description="also log to this Weights & Biases project (needs wandb)")
 

@@ -4,6 +4,7 @@ Layout::
 
     RUN_DIR/config.yaml      the resolved config
     RUN_DIR/metrics.jsonl    one JSON line per step (and one per evaluation)
+    RUN_DIR/samples.jsonl    sample completions every log.samples_every steps (dashrl.train.samples)
     RUN_DIR/checkpoints/     see dashrl.train.checkpoint
     RUN_DIR/summary.json     written at the end
 
@@ -52,8 +53,10 @@ class RunLog:
             self.rewrite(rows)
         elif resume_step is not None:
             self._truncate_after(resume_step)
-        elif self.metrics_path.exists():
-            self.metrics_path.unlink()
+        else:
+            for stale in (self.metrics_path, self.dir / "samples.jsonl"):
+                if stale.exists():
+                    stale.unlink()
         self._tb = self._wandb = None
         if config.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -66,10 +69,11 @@ class RunLog:
 
     def _truncate_after(self, step: int) -> None:
         """Drop lines logged after the checkpoint we resume from (they will be redone)."""
-        if not self.metrics_path.exists():
-            return
-        kept = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        for path in (self.metrics_path, self.dir / "samples.jsonl"):
+            if not path.exists():
+                continue
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
 
     def rewrite(self, rows: list[dict]) -> None:
         write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
@@ -86,6 +90,23 @@ class RunLog:
                 self._tb.add_scalar(key, value, step)
         if self._wandb:
             self._wandb.log(numeric, step=step)
+
+    def write_samples(self, step: int, rows: list[dict]) -> None:
+        """Append a step's sample completions to samples.jsonl (and TensorBoard / W&B as text)."""
+        from dashrl.train.samples import as_text, jsonl_lines
+
+        if not rows:
+            return
+        with (self.dir / "samples.jsonl").open("a") as f:
+            f.write(jsonl_lines(step, rows))
+        if self._tb:
+            self._tb.add_text("samples", as_text(step, rows), step)
+        if self._wandb:
+            import wandb
+
+            columns = ["step", "prompt", "completion", "reward", "advantage", "reason", "extracted", "answer"]
+            table = wandb.Table(columns=columns, data=[[step, *(r.get(c) for c in columns[1:])] for r in rows])
+            self._wandb.log({"samples": table}, step=step)
 
     def read_metrics(self) -> list[dict]:
         return read_metrics(self.metrics_path)
