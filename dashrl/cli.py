@@ -1,6 +1,6 @@
 """The ``dashrl`` command: ``train``, ``eval``, ``bench``, ``tune``, ``sft`` and ``study``.
 
-    dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR]
+    dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR] [--nproc N]
     dashrl eval  [CONFIG.yaml] [key=value ...] [--checkpoint DIR] [--out FILE.jsonl]
     dashrl bench [CONFIG.yaml] [key=value ...] [--variants grpo,preemptive,dash] [--out DIR]
     dashrl tune  [CONFIG.yaml] [key=value ...] [--write OUT.yaml] [--max-batch N]
@@ -35,8 +35,23 @@ def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N`` (what each launched process runs)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dashrl.config import load_config
+    from dashrl.rollout.factory import close_engine
+    from dashrl.train.distributed import launch_local, launched_by_torchrun
     from dashrl.train.run import format_summary, prepare, resume_config, train
 
     config_path, overrides = _split_args(args.items)
@@ -47,10 +62,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_config(config_path, overrides)
     progress = config.log.progress and not args.no_progress
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UserError(f"--nproc must be at least 1, got {args.nproc}")
+        if launched_by_torchrun():
+            raise UserError("--nproc starts the processes itself; under torchrun, leave it out")
+        if args.nproc > 1:  # config checked above; build or fetch the model once, then start N processes
+            from dashrl.models import resolve_model_path
+
+            resolve_model_path(config.model.path, progress=progress)
+            return launch_local(args.nproc, _without_nproc(args.argv))
     setup = prepare(config, resume=bool(args.resume), progress=progress)
-    summary = train(setup, progress=progress)
-    print(format_summary(summary))
-    print(f"run directory: {config.log.run_dir}")
+    try:
+        summary = train(setup, progress=progress)
+    finally:
+        close_engine(setup.trainer.engine)
+        setup.trainer.dist.close()
+    if summary is not None:  # process 0 of a multi-process run, or the only one
+        print(format_summary(summary))
+        print(f"run directory: {config.log.run_dir}")
     return 0
 
 
@@ -59,9 +89,12 @@ def _task_model_tokenizer(config, model_path: str, progress: bool):
     from dashrl.models import load_model, load_tokenizer, resolve_model_path
     from dashrl.tasks import get_task
 
+    from dashrl.models.device import resolve_device
+
     task = get_task(config.task)
+    device = resolve_device(config.model.device)
     path = resolve_model_path(model_path, progress=progress)
-    return task, load_model(path, config.model.dtype), load_tokenizer(path)
+    return task, load_model(path, config.model.dtype).to(device), load_tokenizer(path)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -181,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--nproc", type=int, metavar="N", help="train with N data-parallel processes on this machine "
+                       "(one per GPU, or CPU cores split between them); several machines: use torchrun")
     train.set_defaults(func=cmd_train)
     ev = sub.add_parser("eval", help="evaluate a model on held-out problems")
     ev.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
@@ -228,6 +263,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     try:
         return args.func(args)
@@ -237,6 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dashrl: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a multi-process run: a process failed, or a collective timed out
+        from dashrl.train.distributed import DistributedFailure, describe_failure
+
+        line = str(exc) if isinstance(exc, DistributedFailure) else describe_failure(exc)
+        if line is None:
+            raise
+        print(f"dashrl: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

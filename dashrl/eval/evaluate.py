@@ -4,11 +4,14 @@ Problems are sent to the engine ``batch_size`` prompts at a time. Sampling
 runs under its own seeded RNG, forked from the caller's: results are
 reproducible, and evaluating during training never changes the training run.
 Returns the metrics and, per problem, the completions with scores and reasons.
+In a multi-process run each process evaluates its share of the problems and
+``gather`` (concatenate every process's list, in rank order) joins the counts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -38,27 +41,34 @@ def _run(engine: Engine, task: Task, problems: list[Problem], n: int, sampling: 
 
 
 def evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int,
-             seed: int = 0, format_prompt: PromptFormatter = raw_prompt) -> EvalResult:
-    """Evaluate; ``format_prompt`` turns a Problem into the engine's prompt (as in training)."""
+             seed: int = 0, format_prompt: PromptFormatter = raw_prompt,
+             gather: Callable[[list], list] | None = None) -> EvalResult:
+    """Evaluate; ``format_prompt`` turns a Problem into the engine's prompt (as in training).
+
+    ``gather``: several processes, each passing its share of the problems (see the module docstring).
+    """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return _evaluate(engine, task, problems, cfg, max_new_tokens, format_prompt)
+        return _evaluate(engine, task, problems, cfg, max_new_tokens, format_prompt, gather or (lambda items: items))
 
 
 def _evaluate(engine: Engine, task: Task, problems: list[Problem], cfg: EvalConfig, max_new_tokens: int,
-              format_prompt: PromptFormatter) -> EvalResult:
+              format_prompt: PromptFormatter, gather: Callable[[list], list]) -> EvalResult:
     metrics: dict[str, float] = {}
     records: list[dict] = []
 
     def run(mode: str, n: int, sampling: SamplingParams) -> list[tuple[int, int]]:
-        counts, lengths = [], []
+        counts, lengths, mode_records = [], [], []
         for problem, scored in _run(engine, task, problems, n, sampling, cfg.batch_size, format_prompt):
             correct = sum(r.score >= 1.0 for _, r in scored)
             counts.append((n, correct))
             for completion, result in scored:
                 lengths.append(len(completion.token_ids))
-                records.append({"id": problem.id, "mode": mode, "prompt": problem.prompt, "completion": completion.text,
-                                "score": result.score, "reason": result.reason, "answer": problem.answer})
+                mode_records.append({"id": problem.id, "mode": mode, "prompt": problem.prompt,
+                                     "completion": completion.text, "score": result.score, "reason": result.reason,
+                                     "answer": problem.answer})
+        counts, lengths = gather(counts), gather(lengths)
+        records.extend(gather(mode_records))
         metrics[f"{mode}/mean_length"] = sum(lengths) / max(len(lengths), 1)
         return counts
 

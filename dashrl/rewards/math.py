@@ -427,6 +427,11 @@ def score_math(completion: str, reference_answer: str, symbolic: bool = True) ->
     extracted = extract_final_answer(completion)
     if extracted is None:
         return RewardResult(0.0, "no_box")
+    return score_math_answer(extracted, reference_answer, symbolic)
+
+
+def score_math_answer(extracted: str, reference_answer: str, symbolic: bool = True) -> RewardResult:
+    """``score_math`` for an answer already extracted (by any answer format): "empty", "correct", ..."""
     if normalize_answer(extracted) == "":
         return RewardResult(0.0, "empty", extracted)
     verdict = compare_answers(extracted, reference_final_answer(reference_answer), symbolic=symbolic)

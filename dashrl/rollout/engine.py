@@ -40,12 +40,16 @@ class Completion:
     token_ids:  generated ids, EOS included when emitted, no padding, (completion_len,)
     text:       decoded completion without special tokens
     finish_reason: "stop" (EOS emitted) or "length" (hit max_new_tokens)
+    logprobs:   log-prob of each generated id under the distribution the engine sampled it from
+                (softmax(logits / temperature), after top-k / top-p where the engine applies them;
+                greedy: temperature 1), (completion_len,); None if the engine does not report them
     """
 
     prompt_ids: tuple[int, ...]
     token_ids: tuple[int, ...]
     text: str
     finish_reason: Literal["stop", "length"]
+    logprobs: tuple[float, ...] | None = None
 
 
 class Engine(Protocol):

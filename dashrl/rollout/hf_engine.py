@@ -3,7 +3,10 @@
 Prompts are left-padded into one batch and each is repeated ``n`` times; the KV
 cache is on (transformers' default). Completions are cut at the first stop token:
 the tokenizer's EOS or any EOS id of the model's generation config (chat models
-end a turn with their own token). With ``SamplingParams.lengths`` (timing runs)
+end a turn with their own token). Each completion carries the log-prob of every
+token under softmax(logits / temperature), recorded while generating (top-k /
+top-p truncation is not applied to them; greedy reports temperature 1). With
+``SamplingParams.lengths`` (timing runs)
 a logits processor sets each completion's length instead (``LengthPlan``: drawn
 uniformly per prompt and completion number, the same whatever the batching); as
 in any batched ``generate``, a batch then runs until its longest row is done. The
@@ -40,11 +43,13 @@ class HFEngine:
         kwargs = dict(do_sample=False) if sampling.greedy else dict(
             do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
         )
+        recorder = SampledLogprobs(1.0 if sampling.greedy else sampling.temperature)
+        processors = [recorder]
         max_new_tokens = sampling.max_new_tokens
         if sampling.lengths is not None:
             lengths = [self._planned_length(p, sampling.lengths) for p in prompts for _ in range(n)]
             plan = LengthPlan(lengths, input_ids.shape[1], self.eos_id, sorted(self.stop_ids))
-            kwargs["logits_processor"] = LogitsProcessorList([plan])
+            processors.insert(0, plan)
             max_new_tokens = max(sampling.lengths)
         out = self.model.generate(
             input_ids=input_ids,
@@ -52,13 +57,15 @@ class HFEngine:
             max_new_tokens=max_new_tokens,
             eos_token_id=sorted(self.stop_ids),
             pad_token_id=self.pad_id,
+            logits_processor=LogitsProcessorList(processors),
             **kwargs,
         )
-        generated = out[:, input_ids.shape[1] :].tolist()
+        generated_ids = out[:, input_ids.shape[1] :]
+        generated, logprobs = generated_ids.tolist(), recorder.result(generated_ids).tolist()
         groups: list[list[Completion]] = []
         for i, prompt_mask in enumerate(enc["attention_mask"]):
             prompt_ids = tuple(enc["input_ids"][i][prompt_mask.bool()].tolist())
-            groups.append([self._completion(prompt_ids, generated[i * n + j]) for j in range(n)])
+            groups.append([self._completion(prompt_ids, generated[i * n + j], logprobs[i * n + j]) for j in range(n)])
         return groups
 
     def _planned_length(self, prompt: str, bounds: tuple[int, int]) -> int:
@@ -68,18 +75,47 @@ class HFEngine:
         self._planned[prompt] = k + 1
         return random.Random(zlib.crc32(f"{k}:{prompt}".encode())).randint(*bounds)
 
-    def _completion(self, prompt_ids: tuple[int, ...], ids: list[int]) -> Completion:
+    def _completion(self, prompt_ids: tuple[int, ...], ids: list[int], logprobs: list[float] | None = None) -> Completion:
         stop = next((i for i, t in enumerate(ids) if t in self.stop_ids), None)
         if stop is not None:
             ids, reason = ids[: stop + 1], "stop"
         else:
             reason = "length"
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return Completion(prompt_ids=prompt_ids, token_ids=tuple(ids), text=text, finish_reason=reason)
+        kept = tuple(logprobs[: len(ids)]) if logprobs is not None else None
+        return Completion(prompt_ids=prompt_ids, token_ids=tuple(ids), text=text, finish_reason=reason, logprobs=kept)
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state, strict=True)
 
+
+class SampledLogprobs(LogitsProcessor):
+    """Records log softmax(scores / temperature) of each generated token, one step late.
+
+    ``generate`` calls it with the scores of step t (before its own temperature and
+    top-k / top-p warpers) and the ids so far, whose last column is the token of step
+    t - 1; only the previous step's (B, V) log-probs are kept in memory.
+    """
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+        self.previous: torch.Tensor | None = None  # (B, V) log-probs of the last step seen
+        self.picked: list[torch.Tensor] = []  # (B,) per generated position
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.previous is not None:
+            self.picked.append(self.previous.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def result(self, generated: torch.Tensor) -> torch.Tensor:
+        """(B, L) log-probs of ``generated`` (B, L), the new ids ``generate`` returned."""
+        if self.previous is not None and len(self.picked) < generated.shape[1]:
+            self.picked.append(self.previous.gather(-1, generated[:, len(self.picked) : len(self.picked) + 1]).squeeze(-1))
+            self.previous = None
+        if not self.picked:
+            return torch.zeros(generated.shape, dtype=torch.float32)
+        return torch.stack(self.picked, dim=1).cpu()
 
 class LengthPlan(LogitsProcessor):
     """Timing runs: row i ends with EOS as its ``lengths[i]``-th token; every stop token is masked before that."""

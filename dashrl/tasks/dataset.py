@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
 
 from dashrl.errors import UserError
-from dashrl.rewards.math import extract_boxed, score_math
+from dashrl.rewards.math import extract_boxed, score_math, score_math_answer
 from dashrl.rewards.result import RewardResult
 from dashrl.tasks.base import Problem
 from dashrl.tasks.records import first_line
@@ -42,6 +42,9 @@ class MathVerifier:
     def score(self, completion: str, problem: Problem) -> RewardResult:
         return score_math(completion, problem.answer)
 
+    def check_answer(self, answer: str, problem: Problem) -> RewardResult:
+        return score_math_answer(answer, problem.answer)
+
 
 class ExactVerifier:
     """The last ``\\boxed{}``, whitespace-trimmed, must equal ``problem.answer`` trimmed, character for character."""
@@ -50,9 +53,12 @@ class ExactVerifier:
         boxed = extract_boxed(completion)
         if boxed is None:
             return RewardResult(0.0, "no_box")
-        if boxed.strip() == problem.answer.strip():
-            return RewardResult(1.0, "correct", boxed)
-        return RewardResult(0.0, "wrong_answer", boxed)
+        return self.check_answer(boxed, problem)
+
+    def check_answer(self, answer: str, problem: Problem) -> RewardResult:
+        if answer.strip() == problem.answer.strip():
+            return RewardResult(1.0, "correct", answer)
+        return RewardResult(0.0, "wrong_answer", answer)
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,10 @@ class DatasetTask:
 
     def score(self, completion: str, problem: Problem) -> RewardResult:
         return self.verifier.score(completion, problem)
+
+    def check_answer(self, answer: str, problem: Problem) -> RewardResult:
+        """An answer extracted by ``task.answer_format``, compared by the verifier (answer verifiers only)."""
+        return self.verifier.check_answer(answer, problem)
 
     def score_batch(self, completions: list[str], problems: list[Problem]) -> list[RewardResult]:
         batch = getattr(self.verifier, "score_batch", None)

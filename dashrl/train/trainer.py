@@ -1,4 +1,4 @@
-"""One RL step: sample -> score -> advantages -> filter -> micro-batches -> loss -> step -> sync.
+"""One RL step: sample -> score -> advantages -> filter -> [rebalance] -> micro-batches -> loss -> step -> sync.
 
 The step's M prompts x G completions are sampled in engine calls of
 ``generation_batch_size`` completions, whole groups kept together. Each
@@ -10,6 +10,10 @@ log-probs of the PPO ratio, so no extra forward pass is needed for them.
 Gradient filtering drops samples before any forward pass; micro-batches are a
 fixed number of rows or, with ``micro_batch_tokens``, packed by token budget.
 Weights reach the engine once per sampled batch, after its last update.
+With N processes (``dashrl.train.distributed``) each samples its share of the
+prompts, kept samples are rebalanced by tokens across processes after the
+filter, and the normaliser's counts and the gradients are summed over processes
+before the step; with one process those calls do nothing.
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ from transformers import get_scheduler
 
 from dashrl.algo.advantages import group_advantages
 from dashrl.algo.filtering import keep_mask
+from dashrl.algo.importance import mismatch_sums, truncated_is_weights
 from dashrl.algo.losses import kl_penalty, loss_numerator, policy_gradient_loss, step_normalizer, token_logprobs
 from dashrl.config import Config
 from dashrl.rollout.engine import Completion, Engine, SamplingParams
-from dashrl.tasks.base import Problem, Task, score_all
+from dashrl.rewards.weighted import reward_from_config
+from dashrl.tasks.base import Problem, Task
 from dashrl.tasks.prompts import prompt_formatter
 from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, pack_by_tokens, split_rows
-from dashrl.models.lora import plain_state_dict
+from dashrl.rollout.factory import push_weights
+from dashrl.train.distributed import Dist, Rebalanced, rebalance, shard
 
 
 @dataclass
@@ -42,6 +49,10 @@ class UpdateStats:
     loss_numerator: float = 0.0
     clipped_tokens: float = 0.0
     kl_sum: float = 0.0
+    mismatch_abs_sum: float = 0.0  # first pass only: trainer vs engine log-probs of the trained tokens
+    mismatch_abs_max: float = 0.0
+    mismatch_kl_sum: float = 0.0
+    mismatch_tokens: float = 0.0
 
 
 def generation_rounds(problems: list[Problem], group_size: int, generation_batch_size: int) -> list[list[tuple[list[Problem], int]]]:
@@ -58,7 +69,8 @@ def generation_rounds(problems: list[Problem], group_size: int, generation_batch
 
 
 class Trainer:
-    def __init__(self, config: Config, policy, tokenizer, engine: Engine, task: Task, reference=None):
+    def __init__(self, config: Config, policy, tokenizer, engine: Engine, task: Task, reference=None,
+                 dist: Dist | None = None):
         self.cfg = config
         self.policy = policy
         self.tokenizer = tokenizer
@@ -67,6 +79,7 @@ class Trainer:
         self.reference = reference
         self.format_prompt = prompt_formatter(config.task, tokenizer)  # Problem -> engine prompt
         self.device = next(policy.parameters()).device
+        self.dist = dist or Dist(device=self.device)  # world size 1: the collectives below do nothing
         algo, train = config.algo, config.train
         self.generation_batch_size = train.generation_batch_size or algo.prompts_per_step * algo.group_size
         self.sampling = SamplingParams(
@@ -85,6 +98,9 @@ class Trainer:
             num_warmup_steps=train.warmup_steps,
             num_training_steps=train.steps * algo.updates_per_batch,
         )
+        self.reward = reward_from_config(config.task)
+        self.records: list[dict] = []  # the last step's completions, as text (for samples.jsonl)
+        self._terms: dict[str, list[float]] = {}  # the step's reward term values so far
         self.step = 0  # sampled batches done
         self.stream = task.train_stream(config.task.train_seed)
 
@@ -105,14 +121,19 @@ class Trainer:
         kept: list[Sample] = []  # those that pass the gradient filter, replayed when K > 1
         dropped = UpdateStats()  # what filtered samples add to the normaliser ("all")
         stats = UpdateStats()
-        for round_calls in generation_rounds(problems, self.cfg.algo.group_size, self.generation_batch_size):
+        balance: list[Rebalanced] = []
+        self.records, self._terms = [], {}
+        mine = shard(problems, self.dist.rank, self.dist.world_size)  # this process's prompts, whole groups
+        for round_calls in generation_rounds(mine, self.cfg.algo.group_size, self.generation_batch_size):
             groups = self._sample(round_calls, timer)
             new = self._score(groups, timer)
             train_rows = self._filter(new, dropped)  # before any forward pass
+            train_rows = self._rebalance(train_rows, balance, timer)  # even tokens over processes
             for rows in self._micro_batches(train_rows):
                 self._accumulate(rows, first_pass=True, stats=stats, timer=timer)
             scored += new
             kept += train_rows
+        mismatch = _mismatch_metrics(stats)
         updates = [self._optimizer_step(stats, dropped, timer)]
         for _ in range(1, self.cfg.algo.updates_per_batch):
             stats = UpdateStats()
@@ -121,20 +142,33 @@ class Trainer:
             updates.append(self._optimizer_step(stats, dropped, timer))
         if any(not u["optimizer/skipped"] for u in updates):  # unchanged weights need no sync
             with timer.stage("weight_sync"):
-                self.engine.load_weights(plain_state_dict(self.policy))  # LoRA merged in
+                push_weights(self.engine, self.policy)  # LoRA merged in, or the adapter alone
         self.step += 1
-        return {**self._sample_metrics(scored, kept), **_mean_dicts(updates), **timer.reset()}
+        terms = {f"reward/{k}": sum(v) / len(v) for k, v in self._terms.items()} if self.cfg.task.rewards else {}
+        return {**self._sample_metrics(scored, kept), **terms, **_mean_dicts(updates), **mismatch,
+                **_balance_metrics(balance), **timer.reset()}
 
     def _filter(self, samples: list[Sample], dropped: UpdateStats) -> list[Sample]:
         """Gradient filtering: keep samples with |A| > tau; count the rest for the normaliser."""
         algo = self.cfg.algo
         mask = keep_mask(torch.tensor([s.advantage for s in samples]), algo.filter_tau).tolist()
         out = [s for s, keep in zip(samples, mask) if not keep]
-        if out and algo.filter_normalize == "all":
+        if algo.filter_normalize == "all":
             dropped.rows += len(out)
             dropped.tokens += sum(len(s.completion_ids) for s in out)
-            dropped.micro_batches += math.ceil(len(out) / self.cfg.train.micro_batch_size)
+            all_out = int(self.dist.all_sum([len(out)])[0])  # micro-batches they would have filled, over processes
+            if self.dist.is_main:
+                dropped.micro_batches += math.ceil(all_out / self.cfg.train.micro_batch_size)
         return [s for s, keep in zip(samples, mask) if keep]
+
+    def _rebalance(self, samples: list[Sample], balance: list[Rebalanced], timer: StageTimer) -> list[Sample]:
+        """Several processes: move kept samples so that each trains on nearly the same number of tokens."""
+        if not self.dist.enabled:
+            return samples
+        with timer.stage("rebalance"):
+            result = rebalance(samples, self.dist, enabled=self.cfg.dist.rebalance)
+        balance.append(result)
+        return result.samples
 
     def _micro_batches(self, samples: list[Sample]) -> list[list[Sample]]:
         if self.cfg.train.micro_batch_tokens:
@@ -157,17 +191,26 @@ class Trainer:
     def _score(self, groups: list[tuple[Problem, list[Completion]]], timer: StageTimer) -> list[Sample]:
         """Rewards, then group advantages; one Sample per completion, groups contiguous."""
         with timer.stage("reward"):
-            flat_results = score_all(self.task, [c.text for _, cs in groups for c in cs],
-                                     [p for p, cs in groups for _ in cs])
-        G = self.cfg.algo.group_size
-        rewards = [[r.score for r in flat_results[i : i + G]] for i in range(0, len(flat_results), G)]
-        flat = torch.tensor([r for group in rewards for r in group])
+            scored = self.reward.score(self.task, [c.text for _, cs in groups for c in cs],
+                                       [p for p, cs in groups for _ in cs])
+        flat = torch.tensor(scored.total)
         advantages = group_advantages(flat, self.cfg.algo.group_size, self.cfg.algo.scale_rewards).tolist()
+        for label, values in scored.terms.items():
+            self._terms.setdefault(label, []).extend(values)
         samples = []
-        for (problem, completions), group_rewards in zip(groups, rewards):
-            for completion, reward in zip(completions, group_rewards):
-                samples.append(Sample(problem.id, completion.prompt_ids, completion.token_ids, reward,
-                                      advantages[len(samples)], completion.finish_reason))
+        for problem, completions in groups:
+            prompt = self.format_prompt(problem)
+            for completion in completions:
+                i = len(samples)
+                result = scored.correctness[i]
+                engine_logp = torch.tensor(completion.logprobs) if completion.logprobs is not None else None
+                samples.append(Sample(problem.id, completion.prompt_ids, completion.token_ids, scored.total[i],
+                                      advantages[i], completion.finish_reason, engine_logp=engine_logp,
+                                      correct=result.score >= 1))
+                self.records.append({"id": problem.id, "prompt": prompt, "completion": completion.text,
+                                     "reward": scored.total[i], **{f"reward/{k}": v[i] for k, v in scored.terms.items()},
+                                     "advantage": advantages[i], "reason": result.reason,
+                                     "extracted": result.extracted, "answer": problem.answer})
         return samples
 
     # ------------------------------------------------------ loss + backward
@@ -188,6 +231,10 @@ class Trainer:
             logp = self._logprobs(self.policy, mb)
             old_logp = logp.detach() if first_pass else mb.old_logp
             per_token, clipped = policy_gradient_loss(logp, old_logp, mb.advantages, algo.clip_eps_low, algo.clip_eps_high)
+            rollout = self.cfg.rollout
+            if rollout.is_correction != "none" and mb.engine_logp is not None:  # pi_old / pi_engine, truncated
+                per_token = per_token * truncated_is_weights(old_logp, mb.engine_logp, mb.completion_mask,
+                                                             rollout.is_cap, rollout.is_correction)
             if algo.beta > 0:
                 kl = kl_penalty(logp, ref_logp, algo.kl_estimator)
                 per_token = per_token + algo.beta * kl
@@ -196,6 +243,12 @@ class Trainer:
             numerator.backward()
         if first_pass and algo.updates_per_batch > 1:
             _store(rows, "old_logp", logp.detach())
+        if first_pass and mb.engine_logp is not None:
+            gap = mismatch_sums(logp, mb.engine_logp, mb.completion_mask)
+            stats.mismatch_abs_sum += gap["abs_sum"]
+            stats.mismatch_abs_max = max(stats.mismatch_abs_max, gap["abs_max"])
+            stats.mismatch_kl_sum += gap["kl_sum"]
+            stats.mismatch_tokens += gap["tokens"]
         stats.rows += len(rows)
         stats.tokens += int(mb.completion_mask.sum().item())
         stats.micro_batches += 1
@@ -209,6 +262,7 @@ class Trainer:
         step is skipped (and logged); the lr schedule still advances.
         """
         lr = self.scheduler.get_last_lr()[0]
+        stats, dropped = self._summed_over_processes(stats, dropped)
         if stats.rows == 0:
             with warnings.catch_warnings():  # stepping the schedule alone is intended here
                 warnings.simplefilter("ignore", UserWarning)
@@ -217,6 +271,7 @@ class Trainer:
         norm = step_normalizer(self.cfg.algo.loss_agg, stats.rows + dropped.rows, stats.tokens + dropped.tokens,
                                stats.micro_batches + dropped.micro_batches, self.cfg.sampling.max_new_tokens)
         with timer.stage("optimizer"):
+            self.dist.all_reduce_grads(self.policy.parameters())  # sum over processes (nothing with one)
             for p in self.policy.parameters():
                 if p.grad is not None:
                     p.grad.div_(norm)
@@ -228,22 +283,33 @@ class Trainer:
         return {"loss": stats.loss_numerator / norm, "grad_norm": float(grad_norm), "lr": lr,
                 "clip_frac": stats.clipped_tokens / tokens, "kl": stats.kl_sum / tokens, "optimizer/skipped": 0.0}
 
+    def _summed_over_processes(self, *parts: UpdateStats) -> list[UpdateStats]:
+        """The step's statistics summed over processes (unchanged with one)."""
+        if not self.dist.enabled:
+            return list(parts)
+        names = list(vars(UpdateStats()))
+        totals = iter(self.dist.all_sum([getattr(p, n) for p in parts for n in names]))
+        return [UpdateStats(*(type(getattr(p, n))(next(totals)) for n in names)) for p in parts]
+
     # -------------------------------------------------------------- metrics
 
     def _sample_metrics(self, samples: list[Sample], kept: list[Sample]) -> dict:
         G = self.cfg.algo.group_size
+        kept_rows, kept_tokens = (int(v) for v in self.dist.all_sum([len(kept), sum(s.num_tokens for s in kept)]))
+        samples = _gathered_for_metrics(samples, self.dist)  # every process's, groups contiguous
         rewards = torch.tensor([s.reward for s in samples]).view(-1, G)
+        correct = torch.tensor([s.correct for s in samples]).view(-1, G)
         lengths = torch.tensor([len(s.completion_ids) for s in samples], dtype=torch.float)
         return {
             "reward/mean": rewards.mean().item(),
-            "reward/accuracy": (rewards >= 1).float().mean().item(),
-            "groups/all_correct": (rewards >= 1).all(dim=1).float().mean().item(),
-            "groups/all_wrong": (rewards <= 0).all(dim=1).float().mean().item(),
+            "reward/accuracy": correct.float().mean().item(),
+            "groups/all_correct": correct.all(dim=1).float().mean().item(),
+            "groups/all_wrong": (~correct).all(dim=1).float().mean().item(),
             "completion/mean_length": lengths.mean().item(),
             "completion/truncated": sum(s.finish_reason == "length" for s in samples) / len(samples),
-            "filter/dropped_frac": 1 - len(kept) / len(samples),
+            "filter/dropped_frac": 1 - kept_rows / len(samples),
             "tokens/generated": int(lengths.sum().item()),
-            "tokens/trained": sum(s.num_tokens for s in kept) * self.cfg.algo.updates_per_batch,
+            "tokens/trained": kept_tokens * self.cfg.algo.updates_per_batch,
         }
 
 
@@ -254,11 +320,36 @@ def completion_logprobs(model, mb: MicroBatch, temperature: float) -> torch.Tens
     return token_logprobs(out.logits[:, :-1], mb.completion_ids, temperature)
 
 
+def _mismatch_metrics(stats: UpdateStats) -> dict:
+    """Per-step trainer/engine gap over the trained tokens (filtered samples get no trainer pass); {} if unknown."""
+    if not stats.mismatch_tokens:
+        return {}
+    return {"mismatch/abs_mean": stats.mismatch_abs_sum / stats.mismatch_tokens,
+            "mismatch/abs_max": stats.mismatch_abs_max, "mismatch/kl": stats.mismatch_kl_sum / stats.mismatch_tokens}
+
+
 def _store(rows: list[Sample], attr: str, values: torch.Tensor) -> None:
     """Keep per-sample log-probs (unpadded, on CPU) for later updates."""
     values = values.detach().float().cpu()
     for i, sample in enumerate(rows):
         setattr(sample, attr, values[i, : len(sample.completion_ids)].clone())
+
+
+def _gathered_for_metrics(samples: list[Sample], dist: Dist) -> list[Sample]:
+    """Every process's samples (reward, correctness, length, finish reason only) in rank order; one process: ``samples``."""
+    if not dist.enabled:
+        return samples
+    light = [(s.reward, s.correct, len(s.completion_ids), s.finish_reason) for s in samples]
+    return [Sample("", (), (0,) * n, r, 0.0, f, correct=c) for r, c, n, f in dist.gather_list(light)]
+
+
+def _balance_metrics(balance: list[Rebalanced]) -> dict:
+    """Token imbalance (max / mean over processes) before and after rebalancing, and what moved."""
+    if not balance:
+        return {}
+    return {"dist/imbalance_before": sum(b.imbalance_before for b in balance) / len(balance),
+            "dist/imbalance_after": sum(b.imbalance_after for b in balance) / len(balance),
+            "dist/moved_samples": sum(b.moved for b in balance)}
 
 
 def _mean_dicts(dicts: list[dict]) -> dict:

@@ -1,0 +1,80 @@
+"""Engine selection: ``rollout.engine`` -> an ``Engine``, and the one way weights reach it.
+
+``check_engine`` runs first (before models load or anything is written) so a
+missing vLLM is a one-line error. ``make_engine`` builds the configured engine
+from the trainer's policy; ``push_weights`` is the weight sync after an update:
+the merged weights (W + (alpha / r) B A under LoRA), or the LoRA adapter alone
+when ``rollout.lora_sync=adapter``. vLLM needs a Hugging Face model directory
+to start from: a GGUF model is written once, dequantized, to a temporary one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+
+from dashrl.config import Config
+from dashrl.models.lora import is_lora, plain_copy, plain_state_dict
+from dashrl.rollout.engine import Engine
+from dashrl.rollout.hf_engine import HFEngine, stop_token_ids
+
+
+def check_engine(config: Config) -> None:
+    """Raise the UserError of an engine that cannot run here (vLLM not installed)."""
+    if config.rollout.engine == "vllm":
+        from dashrl.rollout.vllm_engine import require_vllm
+
+        require_vllm()
+
+
+def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: bool = False) -> Engine:
+    """The configured engine holding ``policy``'s weights (``model_path``: the resolved path it was loaded from).
+
+    resumed: the policy differs from ``model_path`` (a checkpoint was loaded), so vLLM gets its weights pushed.
+    """
+    check_engine(config)
+    if config.rollout.engine == "hf":
+        return HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
+    from dashrl.models.loading import split_gguf
+    from dashrl.rollout.vllm_engine import VLLMEngine
+
+    source, gguf_file = split_gguf(model_path)
+    owned = None
+    if gguf_file is not None:  # vLLM starts from a Hugging Face directory: write the dequantized base once
+        owned = tempfile.mkdtemp(prefix="dashrl-vllm-model-")
+        _save_base(policy, owned)
+        source = owned
+    lora_rank = config.model.lora.r if config.rollout.lora_sync == "adapter" else None
+    engine = VLLMEngine(source, tokenizer, stop_token_ids(policy, tokenizer), config.rollout, config.model.dtype,
+                        seed=config.train.seed, lora_rank=lora_rank)
+    if owned is not None:
+        weakref.finalize(engine, shutil.rmtree, owned, True)
+    if resumed:
+        push_weights(engine, policy)
+    return engine
+
+
+def push_weights(engine: Engine, policy) -> None:
+    """Send the policy's current weights to the engine (the ``weight_sync`` stage of a step)."""
+    if getattr(engine, "adapter", False):
+        engine.load_adapter(policy)
+    else:
+        engine.load_weights(plain_state_dict(policy))
+
+
+def close_engine(engine: Engine) -> None:
+    """Free an engine that holds resources beyond Python objects (vLLM); a no-op for the others."""
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+
+
+def _save_base(policy, out_dir: str) -> None:
+    """``save_pretrained`` the policy's base weights (adapters left out, not merged) as a plain model."""
+    if not is_lora(policy):
+        policy.save_pretrained(out_dir)
+        return
+    base = policy.get_base_model()
+    state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if ".lora_" not in k}
+    base.save_pretrained(out_dir, state_dict=state)
