@@ -231,10 +231,6 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
                     checkpoint({**metrics, "time/step": t_ckpt - t0, "wall_seconds": wall()})
                 saved_step = step
                 metrics["time/checkpoint"] = time.perf_counter() - t_ckpt
-            metrics["time/step"] = time.perf_counter() - t0
-            metrics["wall_seconds"] = wall()
-            if log:
-                log.log(step, metrics)
             with clock.stage("logging"):
                 metrics["time/step"] = time.perf_counter() - t0
                 metrics["wall_seconds"] = wall()
