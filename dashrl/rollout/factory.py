@@ -29,10 +29,11 @@ def check_engine(config: Config) -> None:
         require_vllm()
 
 
-def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: bool = False) -> Engine:
+def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: bool = False, rank: int = 0) -> Engine:
     """The configured engine holding ``policy``'s weights (``model_path``: the resolved path it was loaded from).
 
     resumed: the policy differs from ``model_path`` (a checkpoint was loaded), so vLLM gets its weights pushed.
+    rank: the process's rank in a multi-process run (each samples with its own seed).
     """
     check_engine(config)
     if config.rollout.engine == "hf":
@@ -54,7 +55,7 @@ def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: boo
         source = owned
     lora_rank = config.model.lora.r if config.rollout.lora_sync == "adapter" else None
     engine = VLLMEngine(source, tokenizer, stop_token_ids(policy, tokenizer), config.rollout, config.model.dtype,
-                        seed=config.train.seed, lora_rank=lora_rank)
+                        seed=config.train.seed + rank, lora_rank=lora_rank)
     if owned is not None:
         weakref.finalize(engine, shutil.rmtree, owned, True)
     if resumed:
