@@ -3,7 +3,8 @@
     python benchmarks/scaling_dist.py [--steps 6] [--prompts 16] [--repeats 2] [--out benchmarks/results/scaling_dist]
 
 1. Same machine, same cores: 1 process x 2 threads vs 2 processes x 1 thread
-   (``dashrl train`` vs ``dashrl train --nproc 2``), DASH with configs/bench.yaml
+   (``dashrl train`` vs ``dashrl train --nproc 2``), and 1 process x 1 thread as
+   a control, DASH with configs/bench.yaml
    (--prompts prompts x 8 completions per step): seconds per step and tokens per
    training second (generated, and trained = forward/backward tokens).
 2. Skewed filtering, 2 processes, with and without rebalancing: process 1's
@@ -111,6 +112,7 @@ def main() -> None:
                 str(Path(__file__).resolve()), "--worker", config, *settings]
     configs = {
         "1proc_x_2threads": dashrl + ["dist.threads_per_process=2"],
+        "1proc_x_1thread": dashrl + ["dist.threads_per_process=1"],  # control: what one core does alone
         "2procs_x_1thread": dashrl[:4] + ["--nproc", "2"] + dashrl[4:],
         "skewed_rebalance_on": torchrun + ["dist.rebalance=true"],
         "skewed_rebalance_off": torchrun + ["dist.rebalance=false"],
