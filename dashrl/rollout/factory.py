@@ -15,6 +15,7 @@ import tempfile
 import weakref
 
 from dashrl.config import Config
+from dashrl.errors import UserError
 from dashrl.models.lora import is_lora, plain_copy, plain_state_dict
 from dashrl.rollout.engine import Engine
 from dashrl.rollout.hf_engine import HFEngine, stop_token_ids
@@ -37,8 +38,14 @@ def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: boo
     check_engine(config)
     if config.rollout.engine == "hf":
         return HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
+    import torch.distributed as tdist
+
     from dashrl.models.loading import split_gguf
     from dashrl.rollout.vllm_engine import VLLMEngine
+
+    if tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1:
+        raise UserError("rollout.engine=vllm runs in one training process for now (vLLM in-process would join "
+                        "the trainer's process group); drop --nproc / torchrun or use rollout.engine=hf")
 
     source, gguf_file = split_gguf(model_path)
     owned = None
