@@ -464,3 +464,17 @@ def test_resume_drops_samples_of_steps_past_the_checkpoint(tiny_model_dir, tmp_p
     assert _resume(run, "log.samples_every=1") == 0
     steps = [json.loads(line)["step"] for line in samples.read_text().splitlines()]
     assert steps == sorted(steps) and steps.count(3) == steps.count(1)  # step 3 once, like the others
+
+
+def test_a_signal_stops_a_whole_study_and_its_run_is_not_taken_as_finished(tmp_path):
+    from dashrl.train.signals import Interrupted, finished, raise_if_interrupted
+
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"steps": 2, "interrupted": "SIGTERM"}))
+    assert not finished(summary) and not finished(tmp_path / "missing.json")
+    summary.write_text(json.dumps({"steps": 3}))
+    assert finished(summary)
+    raise_if_interrupted({"steps": 3})
+    with pytest.raises(Interrupted) as stopped:
+        raise_if_interrupted({"steps": 2, "interrupted": "SIGHUP"})
+    assert stopped.value.exit_code == 129
