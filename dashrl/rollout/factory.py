@@ -34,6 +34,8 @@ def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: boo
     resumed: the policy differs from ``model_path`` (a checkpoint was loaded), so vLLM gets its weights pushed.
     """
     check_engine(config)
+    if config.rollout.engine == "hf" and config.rollout.hf_share_policy:
+        return HFEngine(policy, tokenizer, shared=True)  # the policy itself: no copy, no sync
     if config.rollout.engine == "hf":
         return HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
     from dashrl.models.loading import split_gguf
@@ -57,6 +59,8 @@ def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: boo
 
 def push_weights(engine: Engine, policy) -> None:
     """Send the policy's current weights to the engine (the ``weight_sync`` stage of a step)."""
+    if getattr(engine, "shares_policy", False):  # it generates with the policy itself
+        return
     if getattr(engine, "adapter", False):
         engine.load_adapter(policy)
     else:

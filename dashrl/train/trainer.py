@@ -140,7 +140,8 @@ class Trainer:
             for rows in self._micro_batches(kept):
                 self._accumulate(rows, first_pass=False, stats=stats, timer=timer)
             updates.append(self._optimizer_step(stats, dropped, timer))
-        if any(not u["optimizer/skipped"] for u in updates):  # unchanged weights need no sync
+        shared = getattr(self.engine, "shares_policy", False)  # it generates with the policy itself
+        if not shared and any(not u["optimizer/skipped"] for u in updates):  # unchanged weights need no sync
             with timer.stage("weight_sync"):
                 push_weights(self.engine, self.policy)  # LoRA merged in, or the adapter alone
         self.step += 1
