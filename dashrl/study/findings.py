@@ -91,11 +91,6 @@ class Outcome:
         binomial = math.sqrt(p * (1 - p) / (self.problems * n))
         return max(binomial, standard_error(self.accuracy) or 0.0)
 
-    @property
-    def fastest(self) -> float:
-        """Training seconds of the fastest seed."""
-        return min(self.train_seconds)
-
     def collapsed(self, base: "Outcome") -> int:
         """Seeds that ended below the base model's accuracy by more than the noise of the difference."""
         q = base.mean_accuracy

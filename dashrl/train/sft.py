@@ -1,7 +1,9 @@
 """Supervised fine-tuning baselines: SFT-H (reference solutions) and SFT-M (distillation).
 
 SFT-H (``sft.source=reference``) fine-tunes on the task's reference solutions
-(``Problem.solution``). SFT-M (``sft.source=teacher``) is rejection-sampled
+(``Problem.solution``); on the testbed those are written in a concise "human"
+style, off the base model's step-by-step distribution, as MATH solutions are
+to a small model (``dashrl.testbed.arithmetic.human_solution``). SFT-M (``sft.source=teacher``) is rejection-sampled
 distillation: sample ``sft.teacher_samples`` completions per prompt from a
 teacher model, keep only the ones the task's verifier scores as correct (each
 distinct text once), fine-tune on them.

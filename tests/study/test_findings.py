@@ -168,3 +168,16 @@ def test_outcome_is_read_from_run_summaries_and_metrics():
     base = Run("base", None, Path("runs/base"), None,
                {"in_distribution": {"metrics": {"greedy/pass@1": 0.3, "greedy/mean_length": 29.0}}}, [])
     assert outcome("base", [base], 512).accuracy == [0.3] and outcome("base", [base], 512).train_seconds == []
+
+
+def test_report_shows_the_fidelity_note_under_each_finding():
+    from dashrl.study.report import render_html, render_markdown
+    from dashrl.study.findings import Finding
+
+    content = {"header": [], "tables": [], "plots": [],
+               "findings": [Finding(1, "RL beats SFT", "reproduced", "a vs b", "Like the paper: x. Unlike it: y."),
+                            Finding(2, "PPO", "not tested", "needs ppo")]}
+    md = render_markdown("t", content)
+    assert "1. RL beats SFT: reproduced (a vs b)  \n   *Testbed vs paper:* Like the paper: x. Unlike it: y." in md
+    assert md.count("Testbed vs paper") == 1
+    assert "Testbed vs paper: Like the paper: x. Unlike it: y.</span>" in render_html("t", content, Path("."))
