@@ -1,6 +1,7 @@
 # make demo       set up (venv, installs) and run the built-in RL demo
 # make test       set up and run the default test suite (CPU, minutes)
 # make test-slow  the slow tests (real pretraining of the testbed base model)
+# make test-dist  multi-process training end to end (2 gloo processes: run, resume, a killed process)
 # make bench      standard GRPO vs preemptive vs DASH on the testbed (about 15 min on 2 cores)
 # make bench-scaling  DASH's time ratio at 3 model sizes (random-init, set lengths and filter rate) -> runs/scaling
 # make tune       measure generation / training batch curves on this machine
@@ -19,7 +20,7 @@ $(BIN)/dashrl: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: demo test test-slow
+.PHONY: demo test test-slow test-dist
 demo: $(BIN)/dashrl
 	$(BIN)/dashrl train configs/demo.yaml
 
@@ -29,7 +30,10 @@ test: $(BIN)/dashrl
 test-slow: $(BIN)/dashrl
 	$(BIN)/pytest -q -m slow
 
-.PHONY: bench tune bench-trl bench-scaling
+test-dist: $(BIN)/dashrl
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -m dist
+
+.PHONY: test-dist bench tune bench-trl bench-scaling
 bench: $(BIN)/dashrl
 	$(BIN)/dashrl bench configs/bench.yaml --out runs/bench
 
@@ -73,4 +77,4 @@ $(VLLM_BIN)/dashrl: pyproject.toml
 
 .PHONY: test-vllm
 test-vllm: $(VLLM_BIN)/dashrl
-	$(VLLM_BIN)/pytest -q -m vllm -p no:cacheprovider
+	$(VLLM_BIN)/python -m pytest -q -m vllm -p no:cacheprovider

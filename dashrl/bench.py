@@ -12,6 +12,10 @@ number of optimizer steps; only the schedule differs:
 - ``dash``: preemptive sampling + gradient filtering (``algo.filter_tau``,
   default 0) + token-budget micro-batches when ``train.micro_batch_tokens`` is set.
 
+A variant runs on the config's ``rollout.engine``; ``NAME@ENGINE`` (e.g.
+``dash@vllm``, ``grpo@hf``) picks the engine for that variant, so one bench can
+compare schedules on both engines. The table names each variant's engine.
+
 Training seconds exclude evaluation and checkpointing. ``bench.model_shape``,
 ``bench.completion_tokens`` and ``bench.filter_frac`` make it a timing run on a
 randomly initialised model of a given shape, with set completion lengths and a
@@ -31,6 +35,7 @@ from dashrl.errors import UserError
 from dashrl.runlog import read_metrics
 
 VARIANTS = ("grpo", "grpo_tuned", "preemptive", "dash")
+ENGINES = ("hf", "vllm")
 SAMPLING_STAGES = ("generation", "reward")
 UPDATE_STAGES = ("reference", "forward_backward", "optimizer")
 
@@ -49,17 +54,24 @@ def variant_config(base: Config, name: str, out_dir: Path, paper_micro_batch: in
         "dash": [f"train.generation_batch_size={engine_batch}",
                  f"algo.filter_tau={base.algo.filter_tau if base.algo.filter_tau is not None else 0.0}"],
     }
-    if name not in overrides:
-        raise UserError(f"unknown bench variant '{name}'; choose from {', '.join(VARIANTS)}")
+    schedule, _, engine = name.partition("@")
+    if schedule not in overrides:
+        raise UserError(f"unknown bench variant '{name}'; choose from {', '.join(VARIANTS)} (optionally "
+                        "with @hf or @vllm)")
+    if engine and engine not in ENGINES:
+        raise UserError(f"bench variant '{name}': unknown engine '{engine}'; choose from {', '.join(ENGINES)}")
     common = [f"log.run_dir={out_dir / name}", "log.save_every=0", "eval.every=0"]
+    if engine:
+        common.append(f"rollout.engine={engine}")
     if base.bench.timing:
         from dashrl.scaling import timing_overrides
 
         common += timing_overrides(base)
-    return with_overrides(base, overrides[name] + common)
+    return with_overrides(base, overrides[schedule] + common)
 
 
 def _run_variant(config: Config, progress: bool) -> list[dict]:
+    from dashrl.rollout.factory import close_engine
     from dashrl.train.run import prepare, train
 
     run_dir = Path(config.log.run_dir)
@@ -70,7 +82,10 @@ def _run_variant(config: Config, progress: bool) -> list[dict]:
             from dashrl.scaling import apply_timing
 
             apply_timing(setup.trainer, config)
-        train(setup, progress=progress)
+        try:
+            train(setup, progress=progress)
+        finally:
+            close_engine(setup.trainer.engine)  # one vLLM engine per process at a time
     return read_metrics(run_dir / "metrics.jsonl")
 
 
@@ -98,7 +113,7 @@ def curve_vs_seconds(rows: list[dict], key: str) -> list[tuple[float, float]]:
     return curve
 
 
-def variant_result(name: str, rows: list[dict]) -> dict:
+def variant_result(name: str, rows: list[dict], engine: str = "hf") -> dict:
     """Per-variant numbers for bench.json, read from the run's metrics."""
     from dashrl.train.run import summarize
 
@@ -109,6 +124,7 @@ def variant_result(name: str, rows: list[dict]) -> dict:
     fb_rate = sum(r.get("tokens/trained", 0) for r in steps) / max(stages.get("forward_backward", 0.0), 1e-9)
     return {
         "variant": name,
+        "engine": engine,
         "steps": summary["steps"],
         "train_seconds": summary["train_seconds"],
         "seconds_by_stage": stages,
@@ -140,18 +156,22 @@ def _saved_seconds(steps: list[dict], tokens_per_second: float) -> float:
 
 def run_bench(base: Config, variants: list[str], out_dir: Path, progress: bool = True,
               paper_micro_batch: int = 4) -> dict:
+    from dashrl.rollout.factory import check_engine
+
     if isinstance(base.bench.model_shape, (str, dict)):  # one shape: a random-init model of it
         from dashrl.models.shapes import ensure_shape_model
 
         base = with_overrides(base, [f"model.path={ensure_shape_model(base.bench.model_shape, base.train.seed)}"])
     configs = {name: variant_config(base, name, out_dir, paper_micro_batch) for name in variants}  # validate all first
+    for config in configs.values():
+        check_engine(config)
     results = {}
     for name, config in configs.items():
         if progress:
             print(f"== {name}: generation batch {config.train.generation_batch_size}, micro-batch "
                   f"{config.train.micro_batch_tokens and str(config.train.micro_batch_tokens) + ' tokens' or config.train.micro_batch_size}"
                   f", filter tau {config.algo.filter_tau}")
-        results[name] = variant_result(name, _run_variant(config, progress))
+        results[name] = variant_result(name, _run_variant(config, progress), config.rollout.engine)
     report = {"variants": results, "ratios": _ratios(results)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -162,11 +182,15 @@ def run_bench(base: Config, variants: list[str], out_dir: Path, progress: bool =
 
 
 def _ratios(results: dict) -> dict:
+    """Training-time ratios of the faster schedules to GRPO's, on the same engine suffix (``dash@vllm/grpo@vllm``)."""
     out = {}
-    for fast in ("preemptive", "dash"):
-        for slow in ("grpo", "grpo_tuned"):
-            if fast in results and slow in results and results[slow]["train_seconds"] > 0:
-                out[f"{fast}/{slow}"] = results[fast]["train_seconds"] / results[slow]["train_seconds"]
+    suffixes = sorted({"@" + name.partition("@")[2] if "@" in name else "" for name in results})
+    for sfx in suffixes:
+        for fast in ("preemptive", "dash"):
+            for slow in ("grpo", "grpo_tuned"):
+                f, s = fast + sfx, slow + sfx
+                if f in results and s in results and results[s]["train_seconds"] > 0:
+                    out[f"{f}/{s}"] = results[f]["train_seconds"] / results[s]["train_seconds"]
     return out
 
 
@@ -178,13 +202,13 @@ def format_table(report: dict) -> str:
     results = report["variants"]
     base = results.get("grpo") or next(iter(results.values()))
     lines = [
-        "| variant | train s | s/step | time vs grpo | sampling s | update s | tokens generated | tokens trained "
-        "| filtered | fwd/bwd s saved | greedy pass@1 % | sampled pass@1 % | mean length |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | engine | train s | s/step | time vs grpo | sampling s | update s | tokens generated "
+        "| tokens trained | filtered | fwd/bwd s saved | greedy pass@1 % | sampled pass@1 % | mean length |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results.values():
         lines.append(
-            f"| {r['variant']} | {r['train_seconds']:.1f} | {r['train_seconds'] / max(r['steps'], 1):.2f} "
+            f"| {r['variant']} | {r.get('engine', 'hf')} | {r['train_seconds']:.1f} | {r['train_seconds'] / max(r['steps'], 1):.2f} "
             f"| {r['train_seconds'] / max(base['train_seconds'], 1e-9) * 100:.0f}% | {r['sampling_seconds']:.1f} "
             f"| {r['update_seconds']:.1f} | {r['tokens_generated']} | {r['tokens_trained']} "
             f"| {r['filtered_frac'] * 100:.0f}% | {r['forward_backward_seconds_saved']:.1f} "

@@ -1,6 +1,6 @@
 """The ``dashrl`` command: ``train``, ``eval``, ``bench``, ``tune``, ``sft`` and ``study``.
 
-    dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR] [--nproc N]
+    dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR | --overwrite] [--nproc N]
     dashrl eval  [CONFIG.yaml] [key=value ...] [--checkpoint DIR] [--out FILE.jsonl]
     dashrl bench [CONFIG.yaml] [key=value ...] [--variants grpo,preemptive,dash] [--out DIR]
     dashrl tune  [CONFIG.yaml] [key=value ...] [--write OUT.yaml] [--max-batch N]
@@ -8,7 +8,10 @@
     dashrl study [CONFIG.yaml] [key=value ...] [--variants sft_h,dash,...] [--out DIR] [--report-only]
 
 Bad input (unknown key, bad value, missing file or model, ...) prints one line
-``dashrl: error: ...`` and exits with code 2.
+``dashrl: error: ...`` and exits with code 2, before anything is written
+(tests/test_bad_inputs.py holds the cases). Options may sit anywhere among the
+``key=value`` overrides. ``train`` stopped by SIGINT / SIGTERM / SIGHUP saves
+its last completed step and exits with 128 + the signal number (130 / 143 / 129).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -33,6 +37,15 @@ def _split_args(items: list[str]) -> tuple[str | None, list[str]]:
         else:
             raise UserError(f"unexpected argument '{item}' (overrides are key=value)")
     return config, overrides
+
+
+def _progress(args: argparse.Namespace, config) -> bool:
+    """Bars on unless --no-progress or log.progress=false; applied to the libraries' own bars too."""
+    from dashrl.progress import resolve, set_library_progress
+
+    progress = resolve(False if args.no_progress else None, config.log.progress)
+    set_library_progress(progress)
+    return progress
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -53,15 +66,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dashrl.rollout.factory import close_engine
     from dashrl.train.distributed import launch_local, launched_by_torchrun
     from dashrl.train.run import format_summary, prepare, resume_config, train
+    from dashrl.train.rundir import check_run_dir, clear_run_dir
+    from dashrl.train.signals import exit_code
 
     config_path, overrides = _split_args(args.items)
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues a run and --overwrite clears it; give one of them")
     if args.resume:
         if config_path:
             raise UserError("--resume takes the run's own config; pass only key=value overrides")
         config = resume_config(Path(args.resume), overrides)
     else:
         config = load_config(config_path, overrides)
-    progress = config.log.progress and not args.no_progress
+    run_dir = Path(config.log.run_dir)
+    check_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+    progress = _progress(args, config)
     if args.nproc is not None:
         if args.nproc < 1:
             raise UserError(f"--nproc must be at least 1, got {args.nproc}")
@@ -71,52 +90,81 @@ def cmd_train(args: argparse.Namespace) -> int:
             from dashrl.models import resolve_model_path
 
             resolve_model_path(config.model.path, progress=progress)
-            return launch_local(args.nproc, _without_nproc(args.argv))
+            same_dir = [] if args.resume else [f"log.run_dir={run_dir}"]  # not a timestamp of each process's own
+            return launch_local(args.nproc, _without_nproc(args.argv) + same_dir)
     setup = prepare(config, resume=bool(args.resume), progress=progress)
+    if setup.trainer.dist.is_main:
+        if args.overwrite:
+            clear_run_dir(run_dir)
+        print(f"run directory: {run_dir}", file=sys.stderr, flush=True)
     try:
         summary = train(setup, progress=progress)
     finally:
         close_engine(setup.trainer.engine)
         setup.trainer.dist.close()
-    if summary is not None:  # process 0 of a multi-process run, or the only one
-        print(format_summary(summary))
-        print(f"run directory: {config.log.run_dir}")
+    if summary is None:  # a process other than 0 of a multi-process run
+        return 0
+    print(format_summary(summary))
+    print(f"run directory: {run_dir}")
+    if summary.get("interrupted"):
+        name = summary["interrupted"]
+        print(f"dashrl: {name}: stopped after step {setup.trainer.step} of {config.train.steps}, checkpoint saved; "
+              f"continue with: dashrl train --resume {run_dir}", file=sys.stderr)
+        return exit_code(signal.Signals[name])
     return 0
 
 
 def _task_model_tokenizer(config, model_path: str, progress: bool):
-    """The configured task and a model + tokenizer (validated before anything loads)."""
+    """The configured task, a model + tokenizer and the resolved model path (validated before anything loads)."""
     from dashrl.models import load_model, load_tokenizer, resolve_model_path
+    from dashrl.models.device import resolve_device
+    from dashrl.rollout.factory import check_engine
     from dashrl.tasks import get_task
 
-    from dashrl.models.device import resolve_device
-
+    check_engine(config)
     task = get_task(config.task)
     device = resolve_device(config.model.device)
     path = resolve_model_path(model_path, progress=progress)
-    return task, load_model(path, config.model.dtype).to(device), load_tokenizer(path)
+    return task, load_model(path, config.model.dtype).to(device), load_tokenizer(path), path
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from dashrl.config import load_config
     from dashrl.eval.evaluate import evaluate
+    from dashrl.rollout.factory import close_engine, make_engine
     from dashrl.rollout.hf_engine import HFEngine
     from dashrl.tasks.prompts import prompt_formatter
 
+    from dashrl.models.context import check_prompt_lengths
+    from dashrl.train.rundir import check_writable
+
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
-    task, model, tokenizer = _task_model_tokenizer(config, args.checkpoint or config.model.path, not args.no_progress)
+    if args.out:  # before the work, not after it
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out}: is a directory; give a file name such as eval.jsonl")
+        check_writable(Path(args.out).parent, "--out")
+    progress = _progress(args, config)
+    task, model, tokenizer, path = _task_model_tokenizer(config, args.checkpoint or config.model.path, progress)
     format_prompt = prompt_formatter(config.task, tokenizer)
-    engine = HFEngine(model, tokenizer)
     problems = task.eval_problems(config.eval.num_problems, config.task.eval_seed)
-    result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens, format_prompt=format_prompt)
+    check_prompt_lengths(model, tokenizer, format_prompt, config.sampling.max_new_tokens, problems)
+    engine = HFEngine(model, tokenizer) if config.rollout.engine == "hf" else make_engine(config, path, model, tokenizer)
+    try:
+        result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens,
+                          format_prompt=format_prompt, progress=progress)
+    finally:
+        close_engine(engine)
     print(f"{'metric':<24}{'value':>10}")
     for key, value in result.metrics.items():
         print(f"{key:<24}{value if 'length' in key else value * 100:>10.1f}")
     if args.out:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(r) + "\n" for r in result.records))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("".join(json.dumps(r) + "\n" for r in result.records))
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
         print(f"per-problem results: {out}")
     return 0
 
@@ -129,27 +177,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = load_config(config_path, overrides)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     out = Path(args.out)
+    progress = _progress(args, config)
     if isinstance(config.bench.model_shape, list):  # several shapes: the time ratio against model size
         from dashrl.scaling import format_scaling, run_scaling
 
         words = [*args.items, "--variants", args.variants, "--out", args.out, "--paper-micro-batch", str(args.paper_micro_batch)]
-        result = run_scaling(config, variants, out, progress=not args.no_progress, paper_micro_batch=args.paper_micro_batch,
+        result = run_scaling(config, variants, out, progress=progress, paper_micro_batch=args.paper_micro_batch,
                              command="dashrl bench " + " ".join(shlex.quote(w) for w in words))
         print(format_scaling(result))
         print(f"scaling.json, scaling.md in {out} (each shape's bench in its own folder)")
         return 0
-    report = run_bench(config, variants, out, progress=not args.no_progress, paper_micro_batch=args.paper_micro_batch)
+    report = run_bench(config, variants, out, progress=progress, paper_micro_batch=args.paper_micro_batch)
     print(format_table(report))
     print(f"bench.json, bench.md, breakdown.png, reward_vs_time.png in {out}")
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    import copy
-
     from dashrl import tune
     from dashrl.config import load_config
-    from dashrl.rollout.hf_engine import HFEngine
+    from dashrl.rollout.factory import close_engine, make_engine
 
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
@@ -157,12 +204,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise UserError(f"--max-batch must be at least 1, got {args.max_batch}")
     if args.write and Path(args.write).is_dir():
         raise UserError(f"--write {args.write}: is a directory; give a file name such as tuned.yaml")
-    progress = config.log.progress and not args.no_progress
-    task, model, tokenizer = _task_model_tokenizer(config, config.model.path, progress)
-    engine = HFEngine(copy.deepcopy(model), tokenizer)
+    progress = _progress(args, config)
+    task, model, tokenizer, path = _task_model_tokenizer(config, config.model.path, progress)
+    engine = make_engine(config, path, model, tokenizer)  # rollout.engine: the curve of the engine training uses
     report = (lambda line: print(f"tune: {line}", file=sys.stderr, flush=True)) if progress else None
-    result = tune.tune(config, model, tokenizer, engine, task, max_batch=args.max_batch, progress=report)
+    try:
+        result = tune.tune(config, model, tokenizer, engine, task, max_batch=args.max_batch, progress=report)
+    finally:
+        close_engine(engine)
     rec = result["recommendation"]
+    print(f"engine: {config.rollout.engine}")
     print(tune.format_curves(result["generation"], result["training"], rec))
     print()
     print(tune.format_recommendation(rec))
@@ -176,10 +227,17 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from dashrl.train.run import format_summary
     from dashrl.train.sft import prepare_sft, train_sft
 
+    from dashrl.train.rundir import check_run_dir, clear_run_dir
+
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
-    progress = config.log.progress and not args.no_progress
-    summary = train_sft(prepare_sft(config, progress=progress), progress=progress)
+    check_run_dir(Path(config.log.run_dir), overwrite=args.overwrite)
+    progress = _progress(args, config)
+    setup = prepare_sft(config, progress=progress)
+    if args.overwrite:
+        clear_run_dir(Path(config.log.run_dir))
+    print(f"run directory: {config.log.run_dir}", file=sys.stderr, flush=True)
+    summary = train_sft(setup, progress=progress)
     print(format_summary(summary).replace("before RL", "before SFT").replace("after RL", "after SFT"))
     print(f"run directory: {config.log.run_dir}")
     return 0
@@ -200,19 +258,27 @@ def cmd_study(args: argparse.Namespace) -> int:
         config = with_overrides(Config.model_validate(TESTBED_STUDY), overrides)
     else:
         config = load_config(config_path, overrides)
-    progress = config.log.progress and not args.no_progress
+    progress = _progress(args, config)
     content = run_study(config, progress=progress, report_only=args.report_only)
     print(console_summary(content))
     print(f"report: {Path(config.study.out_dir) / 'report.html'} (and report.md)")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with our one-line errors (``dashrl: error: ...``, exit 2) instead of usage + message."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dashrl", description="RL for language-model reasoning, with DASH.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="dashrl", description="RL for language-model reasoning, with DASH.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train = sub.add_parser("train", help="train a policy with RL (default: the built-in testbed)")
     train.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="clear log.run_dir if it holds an earlier run")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--nproc", type=int, metavar="N", help="train with N data-parallel processes on this machine "
                        "(one per GPU, or CPU cores split between them); several machines: use torchrun")
@@ -238,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
     sft = sub.add_parser("sft", help="supervised fine-tuning: reference solutions (SFT-H) or a teacher's verified samples (SFT-M)")
     sft.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
+    sft.add_argument("--overwrite", action="store_true", help="clear log.run_dir if it holds an earlier run")
     sft.add_argument("--no-progress", action="store_true", help="no progress bars")
     sft.set_defaults(func=cmd_sft)
     study = sub.add_parser("study", help="the paper's study: SFT vs RL, PG vs PPO, KL vs no KL, GRPO vs DASH, with a report")
@@ -252,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
-    """Our own progress bars only: silence transformers' per-call bars and notices."""
+    """Our own progress bars only: silence transformers' per-call bars and notices (dashrl.progress does the rest)."""
     from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
@@ -261,8 +328,24 @@ def _quiet_libraries() -> None:
     hub_logging.set_verbosity_error()  # offline hub look-ups: our one-line error says it
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options may sit anywhere among the ``key=value`` items (intermixed parsing, per subcommand)."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if argv and argv[0] in commands:
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)  # --help, or a missing / unknown command
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UserError as exc:
+        print(f"dashrl: error: {exc}", file=sys.stderr)
+        return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     try:

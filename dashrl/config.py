@@ -23,7 +23,7 @@ class ConfigError(UserError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # every number finite
 
 
 class LoraConfig(_Section):
@@ -103,7 +103,8 @@ class TaskConfig(_Section):
     )
     fields: dict[str, str] | None = Field(
         None, description="math/gsm8k/mbpp/jsonl: record key for each Problem field (id, prompt, answer, solution, "
-        "tests), e.g. {prompt: question}; unset fields keep their default keys"
+        "tests), e.g. {prompt: question}; a dotted key reads a nested object ({prompt: q.text}); a list answer "
+        "means any of its items is correct; unset fields keep their default keys"
     )
     verifier: Literal["math", "code", "exact"] | None = Field(
         None, description="jsonl tasks: math = last \\boxed{} equivalent to answer; code = run tests; exact = last "
@@ -283,7 +284,8 @@ class TrainConfig(_Section):
         None, ge=1, description="completions per engine call; None = the whole step (M x G) in one call, i.e. "
         "preemptive sampling; set it to micro_batch_size for the standard GRPO schedule"
     )
-    lr: float = Field(2e-4, gt=0, description="peak AdamW learning rate")
+    lr: float = Field(2e-4, gt=0, le=1.0, description="peak AdamW learning rate (at most 1: AdamW moves each "
+                      "weight by about lr per step)")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="decay after warmup")
     warmup_steps: int = Field(5, ge=0, description="optimizer steps of linear warmup")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
@@ -328,11 +330,30 @@ class EvalConfig(_Section):
         return self
 
 
+def unique_run_dir(name: str, root: str = "runs") -> str:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>`` (UTC), with ``-2``, ``-3`` ... appended while that already exists."""
+    from datetime import datetime, timezone
+
+    base = f"{root}/{name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    candidate, n = base, 1
+    while Path(candidate).exists():
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
 class LogConfig(_Section):
-    run_dir: str = Field("runs/demo", description="where config, metrics.jsonl, checkpoints and summary go")
+    run_dir: str = Field(
+        default_factory=lambda: unique_run_dir("run"), description="where config, metrics.jsonl, checkpoints and "
+        "summary go (default: a new runs/<config-name>-<timestamp>); an existing run directory is refused unless "
+        "train --resume or --overwrite"
+    )
     save_every: int = Field(100, ge=0, description="checkpoint every N steps (0 = only at the end)")
     keep_last: int = Field(2, ge=1, description="checkpoints kept on disk")
-    progress: bool = Field(True, description="show a live progress bar")
+    progress: bool = Field(True, description="show progress bars (dashrl's and the libraries'; --no-progress "
+                           "turns them off too)")
+    samples_every: int = Field(10, ge=0, description="write a few prompts' completions with rewards and "
+                               "advantages to samples.jsonl every N steps, and after step 1 (0 = never)")
     tensorboard: bool = Field(False, description="also log to TensorBoard (needs the tensorboard package)")
     wandb_project: str | None = Field(None, description="also log to this Weights & Biases project (needs wandb)")
 
@@ -442,7 +463,7 @@ class Config(_Section):
     algo: AlgoConfig = AlgoConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
-    log: LogConfig = LogConfig()
+    log: LogConfig = Field(default_factory=LogConfig)  # a fresh default run directory per config
     dist: DistConfig = DistConfig()
     sft: SFTConfig = SFTConfig()
     study: StudyConfig = StudyConfig()
@@ -532,7 +553,7 @@ def _describe(error: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown config key '{key}'{_suggest(key)}"
     value = first.get("input")
-    what = first["msg"].removeprefix("Value error, ")
+    what = "not a finite number" if first["type"] == "finite_number" else first["msg"].removeprefix("Value error, ")
     if key and not isinstance(value, dict):
         return f"{source}: {key} = {value!r}: {what}"
     if key:
@@ -561,10 +582,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         tree = _merge(tree, parse_overrides(overrides))
         source = f"{source} + overrides" if path else "overrides"
+    if isinstance(tree.get("log", {}), dict) and tree.get("log", {}).get("run_dir") is None:
+        tree = _merge(tree, {"log": {"run_dir": unique_run_dir(path.stem if path is not None else "run")}})
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+    from dashrl.extras import check_optional_packages  # the packages this config needs, before anything runs
+
+    check_optional_packages(config)
+    return config
+
 
 
 def with_overrides(config: Config, overrides: list[str]) -> Config:

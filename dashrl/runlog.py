@@ -4,29 +4,59 @@ Layout::
 
     RUN_DIR/config.yaml      the resolved config
     RUN_DIR/metrics.jsonl    one JSON line per step (and one per evaluation)
+    RUN_DIR/samples.jsonl    sample completions every log.samples_every steps (dashrl.train.samples)
     RUN_DIR/checkpoints/     see dashrl.train.checkpoint
     RUN_DIR/summary.json     written at the end
+
+Each row is flushed and fsynced as it is written, and whole-file rewrites
+(resume, a re-run final evaluation, the summary) go through a temp file and
+``os.replace``, so a kill leaves at most a torn last line (which resume drops).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from dashrl.config import Config, to_yaml
+from dashrl.errors import UserError
+
+
+def make_row(step: int, metrics: dict) -> dict:
+    """A metrics.jsonl row: the step, then every metric (non-finite numbers become null)."""
+    return {"step": step, **{k: _clean(v) for k, v in metrics.items() if k != "step"}}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` via a fsynced temp file: readers see the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, config: Config, resume_step: int | None = None):
+    def __init__(self, run_dir: Path, config: Config, resume_step: int | None = None, rows: list[dict] | None = None):
+        """``rows``: on resume, the reconciled metrics rows (dashrl.train.resume) that replace metrics.jsonl."""
         self.dir = run_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config.yaml").write_text(to_yaml(config))
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.dir / "config.yaml", to_yaml(config))
+        except OSError as exc:
+            raise UserError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
         self.metrics_path = self.dir / "metrics.jsonl"
-        if resume_step is not None:
+        if rows is not None:
+            self.rewrite(rows)
+        elif resume_step is not None:
             self._truncate_after(resume_step)
-        elif self.metrics_path.exists():
-            self.metrics_path.unlink()
+        else:
+            for stale in (self.metrics_path, self.dir / "samples.jsonl"):
+                if stale.exists():
+                    stale.unlink()
         self._tb = self._wandb = None
         if config.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -39,15 +69,21 @@ class RunLog:
 
     def _truncate_after(self, step: int) -> None:
         """Drop lines logged after the checkpoint we resume from (they will be redone)."""
-        if not self.metrics_path.exists():
-            return
-        kept = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        for path in (self.metrics_path, self.dir / "samples.jsonl"):
+            if not path.exists():
+                continue
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def rewrite(self, rows: list[dict]) -> None:
+        write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def log(self, step: int, metrics: dict) -> None:
-        row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        row = make_row(step, metrics)
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
         if self._tb:
             for key, value in numeric.items():
@@ -55,11 +91,28 @@ class RunLog:
         if self._wandb:
             self._wandb.log(numeric, step=step)
 
+    def write_samples(self, step: int, rows: list[dict]) -> None:
+        """Append a step's sample completions to samples.jsonl (and TensorBoard / W&B as text)."""
+        from dashrl.train.samples import as_text, jsonl_lines
+
+        if not rows:
+            return
+        with (self.dir / "samples.jsonl").open("a") as f:
+            f.write(jsonl_lines(step, rows))
+        if self._tb:
+            self._tb.add_text("samples", as_text(step, rows), step)
+        if self._wandb:
+            import wandb
+
+            columns = ["step", "prompt", "completion", "reward", "advantage", "reason", "extracted", "answer"]
+            table = wandb.Table(columns=columns, data=[[step, *(r.get(c) for c in columns[1:])] for r in rows])
+            self._wandb.log({"samples": table}, step=step)
+
     def read_metrics(self) -> list[dict]:
         return read_metrics(self.metrics_path)
 
     def write_summary(self, summary: dict) -> None:
-        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_atomic(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
     def close(self) -> None:
         if self._tb:

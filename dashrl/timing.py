@@ -88,3 +88,38 @@ def summarize_shares(step_seconds: list[dict[str, float]]) -> dict[str, dict[str
         name: {"seconds": secs, "share": secs / grand_total if grand_total > 0 else 0.0}
         for name, secs in ordered
     }
+
+
+class RunClock:
+    """Wall seconds of a whole run by named stage (model load, evaluations, training, checkpoints, ...).
+
+    Every second of a run's ``wall_seconds`` is meant to sit in one stage:
+    ``stage`` times a block, ``add`` books seconds measured elsewhere (model
+    loading happens before the run's clock starts), ``restore`` carries the
+    totals of earlier sessions of a resumed run.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _synchronize_cuda()
+            self.seconds[name] += time.perf_counter() - start
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] += seconds
+
+    def restore(self, totals: dict[str, float]) -> None:
+        for name, seconds in totals.items():
+            self.seconds[name] += seconds
+
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    def totals(self) -> dict[str, float]:
+        return dict(self.seconds)

@@ -65,6 +65,33 @@ def test_stage_seconds_and_curves_leave_out_evaluation_and_checkpoints():
     assert curve_vs_seconds(rows, "missing") == []
 
 
+def test_variant_engine_suffix_sets_the_engine(tmp_path):
+    base = load_config(overrides=["algo.group_size=4", "algo.prompts_per_step=4"])
+    on_vllm = variant_config(base, "dash@vllm", tmp_path)
+    assert on_vllm.rollout.engine == "vllm" and on_vllm.log.run_dir == str(tmp_path / "dash@vllm")
+    assert on_vllm.algo.filter_tau == 0.0  # still the dash schedule
+    assert variant_config(base, "grpo", tmp_path).rollout.engine == "hf"
+    with pytest.raises(Exception, match="unknown engine 'sglang'"):
+        variant_config(base, "dash@sglang", tmp_path)
+
+
+def test_table_names_each_variants_engine():
+    from dashrl.bench import _ratios, format_table
+
+    def result(name, engine, seconds):
+        return {"variant": name, "engine": engine, "steps": 2, "train_seconds": seconds, "sampling_seconds": 1.0,
+                "update_seconds": 1.0, "tokens_generated": 10, "tokens_trained": 10, "filtered_frac": 0.0,
+                "forward_backward_seconds_saved": 0.0, "greedy_pass@1": None, "sampled_pass@1": None,
+                "base_greedy_pass@1": None, "mean_completion_length": None}
+
+    results = {"grpo": result("grpo", "hf", 10.0), "dash": result("dash", "hf", 5.0),
+               "grpo@vllm": result("grpo@vllm", "vllm", 8.0), "dash@vllm": result("dash@vllm", "vllm", 2.0)}
+    ratios = _ratios(results)
+    assert ratios == {"dash/grpo": 0.5, "dash@vllm/grpo@vllm": 0.25}
+    table = format_table({"variants": results, "ratios": ratios})
+    assert "| dash@vllm | vllm |" in table and "| grpo | hf |" in table
+
+
 def test_scaling_times_every_shape_with_set_lengths_and_filter_rate(tmp_path, capsys):
     out = tmp_path / "scaling"
     args = ["bench", "--no-progress", "--out", str(out), "--paper-micro-batch", "4",

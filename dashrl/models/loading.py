@@ -89,12 +89,16 @@ def resolve_model_path(path: str, progress: bool = True) -> str:
             hint = f"; it holds GGUF files, name one: model.path={local / ggufs[0]}" if ggufs else ""
             raise UserError(f"model path {path} has no config.json (not a Hugging Face model directory){hint}")
         return str(local)
+    from dashrl.models.hub import check_hub_model  # fails in seconds, not after a minute of retries
+
     if path.endswith(GGUF_SUFFIX):
         if _hub_slashes(path) < 2:
             raise UserError(f"GGUF file does not exist: {path}")
+        check_hub_model(path, *split_gguf(path))
         return path  # a file in a hub repository, "org/repo/name.gguf"
     if _hub_slashes(path) != 1:
         raise UserError(f"model path does not exist: {path}")
+    check_hub_model(path, path)
     return path  # a hub id such as "Qwen/Qwen2.5-0.5B"
 
 

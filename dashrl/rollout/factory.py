@@ -15,6 +15,7 @@ import tempfile
 import weakref
 
 from dashrl.config import Config
+from dashrl.errors import UserError
 from dashrl.models.lora import is_lora, plain_copy, plain_state_dict
 from dashrl.rollout.engine import Engine
 from dashrl.rollout.hf_engine import HFEngine, stop_token_ids
@@ -28,16 +29,23 @@ def check_engine(config: Config) -> None:
         require_vllm()
 
 
-def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: bool = False) -> Engine:
+def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: bool = False, rank: int = 0) -> Engine:
     """The configured engine holding ``policy``'s weights (``model_path``: the resolved path it was loaded from).
 
     resumed: the policy differs from ``model_path`` (a checkpoint was loaded), so vLLM gets its weights pushed.
+    rank: the process's rank in a multi-process run (each samples with its own seed).
     """
     check_engine(config)
     if config.rollout.engine == "hf":
         return HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
+    import torch.distributed as tdist
+
     from dashrl.models.loading import split_gguf
     from dashrl.rollout.vllm_engine import VLLMEngine
+
+    if tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1:
+        raise UserError("rollout.engine=vllm runs in one training process for now (vLLM in-process would join "
+                        "the trainer's process group); drop --nproc / torchrun or use rollout.engine=hf")
 
     source, gguf_file = split_gguf(model_path)
     owned = None
@@ -47,7 +55,7 @@ def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: boo
         source = owned
     lora_rank = config.model.lora.r if config.rollout.lora_sync == "adapter" else None
     engine = VLLMEngine(source, tokenizer, stop_token_ids(policy, tokenizer), config.rollout, config.model.dtype,
-                        seed=config.train.seed, lora_rank=lora_rank)
+                        seed=config.train.seed + rank, lora_rank=lora_rank)
     if owned is not None:
         weakref.finalize(engine, shutil.rmtree, owned, True)
     if resumed:

@@ -71,9 +71,7 @@ class HFEngine:
     def _planned_length(self, prompt: str, bounds: tuple[int, int]) -> int:
         """The length of this prompt's next completion: drawn from a generator seeded by the prompt text and how many
         completions of it came before, so every schedule (one call or several per group) gets the same lengths."""
-        k = self._planned.get(prompt, 0)
-        self._planned[prompt] = k + 1
-        return random.Random(zlib.crc32(f"{k}:{prompt}".encode())).randint(*bounds)
+        return planned_length(self._planned, prompt, bounds)
 
     def _completion(self, prompt_ids: tuple[int, ...], ids: list[int], logprobs: list[float] | None = None) -> Completion:
         stop = next((i for i, t in enumerate(ids) if t in self.stop_ids), None)
@@ -116,6 +114,14 @@ class SampledLogprobs(LogitsProcessor):
         if not self.picked:
             return torch.zeros(generated.shape, dtype=torch.float32)
         return torch.stack(self.picked, dim=1).cpu()
+
+def planned_length(counts: dict[str, int], prompt: str, bounds: tuple[int, int]) -> int:
+    """Timing runs: the next planned completion length of ``prompt``; ``counts`` (per prompt, updated) makes
+    the k-th completion of a prompt get the same length in every engine and schedule."""
+    k = counts.get(prompt, 0)
+    counts[prompt] = k + 1
+    return random.Random(zlib.crc32(f"{k}:{prompt}".encode())).randint(*bounds)
+
 
 class LengthPlan(LogitsProcessor):
     """Timing runs: row i ends with EOS as its ``lengths[i]``-th token; every stop token is masked before that."""

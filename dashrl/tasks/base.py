@@ -24,6 +24,7 @@ class Problem:
     solution: optional reference solution (for pretraining / SFT)
     tests:    code tasks: a Python test program run after the completion's code
               (it raises or exits non-zero on failure)
+    answers:  further accepted final answers (a record whose answer is a list: any of them is correct)
     """
 
     id: str
@@ -31,6 +32,7 @@ class Problem:
     answer: str
     solution: str | None = None
     tests: str | None = None
+    answers: tuple[str, ...] = ()
 
 
 class Task(Protocol):

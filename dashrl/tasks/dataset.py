@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import random
-from dataclasses import dataclass
+import sys
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
 
@@ -36,14 +39,24 @@ class Verifier(Protocol):
     def score(self, completion: str, problem: Problem) -> RewardResult: ...
 
 
+def any_answer(score: Callable[[str, str], RewardResult], completion: str, problem: Problem) -> RewardResult:
+    """Score against ``problem.answer``, then each of ``problem.answers`` until one is correct."""
+    result = score(completion, problem.answer)
+    for other in problem.answers:
+        if result.score >= 1.0:
+            break
+        result = max(result, score(completion, other), key=lambda r: r.score)
+    return result
+
+
 class MathVerifier:
-    """The last ``\\boxed{}`` must be mathematically equal to ``problem.answer``."""
+    """The last ``\\boxed{}`` must be mathematically equal to ``problem.answer`` (or one of ``problem.answers``)."""
 
     def score(self, completion: str, problem: Problem) -> RewardResult:
-        return score_math(completion, problem.answer)
+        return any_answer(score_math, completion, problem)
 
     def check_answer(self, answer: str, problem: Problem) -> RewardResult:
-        return score_math_answer(answer, problem.answer)
+        return any_answer(score_math_answer, answer, problem)
 
 
 class ExactVerifier:
@@ -56,35 +69,63 @@ class ExactVerifier:
         return self.check_answer(boxed, problem)
 
     def check_answer(self, answer: str, problem: Problem) -> RewardResult:
-        if answer.strip() == problem.answer.strip():
+        if answer.strip() in {a.strip() for a in (problem.answer, *problem.answers)}:
             return RewardResult(1.0, "correct", answer)
         return RewardResult(0.0, "wrong_answer", answer)
 
 
 @dataclass(frozen=True)
 class FunctionVerifier:
-    """A user reward ``fn(completion, problem) -> RewardResult | float``; a number becomes reason "user_reward"."""
+    """A user reward ``fn(completion, problem) -> RewardResult | float``; a number becomes reason "user_reward".
+
+    A call that raises scores 0 with reason "reward_error": the first traceback
+    is printed once, every one is counted (``errors``), and a batch in which
+    more than half of the completions raised stops the run with a UserError.
+    A NaN or infinite reward is a UserError naming the function and problem.
+    """
 
     fn: Callable[[str, Problem], RewardResult | float]
     ref: str  # how the user named it, for messages
+    errors: list = field(default_factory=lambda: [0], compare=False)  # completions whose call raised, so far
 
     def score(self, completion: str, problem: Problem) -> RewardResult:
-        value = self.fn(completion, problem)
+        try:
+            value = self.fn(completion, problem)
+        except Exception:  # the user's code: score 0, keep going, tell once
+            self.errors[0] += 1
+            if self.errors[0] == 1:
+                print(f"dashrl: warning: task.reward {self.ref} raised on problem {problem.id}; such completions "
+                      "score 0 (reason reward_error). First traceback:\n" + traceback.format_exc().rstrip(),
+                      file=sys.stderr, flush=True)
+            return RewardResult(0.0, "reward_error")
         if isinstance(value, RewardResult):
-            return value
-        if isinstance(value, (int, float)):
-            return RewardResult(float(value), "user_reward")
-        raise UserError(f"task.reward {self.ref} returned {type(value).__name__}; expected RewardResult or float")
+            score = value.score
+        elif isinstance(value, (int, float)):  # bool too: True counts 1
+            score, value = float(value), RewardResult(float(value), "user_reward")
+        else:
+            raise UserError(f"task.reward {self.ref} returned {type(value).__name__}; expected RewardResult or float")
+        if not math.isfinite(score):
+            raise UserError(f"task.reward {self.ref} returned {score} for problem {problem.id}; rewards must be "
+                            "finite numbers")
+        return value
+
+    def score_batch(self, completions: list[str], problems: list[Problem]) -> list[RewardResult]:
+        results = [self.score(c, p) for c, p in zip(completions, problems)]
+        failed = sum(r.reason == "reward_error" for r in results)
+        if results and failed > len(results) / 2:
+            raise UserError(f"task.reward {self.ref} raised on {failed} of {len(results)} completions in one batch "
+                            "(the first traceback is above); fix the function")
+        return results
 
     def check(self, problem: Problem) -> None:
         """Call once on an empty completion: a crash or a wrong return type is reported now, not mid-run."""
         try:
-            self.score("", problem)
-        except UserError:
-            raise
+            value = self.fn("", problem)
         except Exception as exc:
             raise UserError(f"task.reward {self.ref} failed on an empty completion: "
                             f"{type(exc).__name__}: {first_line(exc)}") from None
+        if not isinstance(value, (RewardResult, int, float)):
+            raise UserError(f"task.reward {self.ref} returned {type(value).__name__}; expected RewardResult or float")
 
 
 def load_function(ref: str) -> Callable:

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from dashrl.errors import UserError
 from dashrl.rewards.math import extract_boxed, extract_hash_answer
 from dashrl.tasks.base import Problem
-from dashrl.tasks.records import field_text
+from dashrl.tasks.records import field_text, record_value
 
 BOXED_INSTRUCTION_TEMPLATE = "{prompt}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 
@@ -60,8 +60,8 @@ class _Record:
 
     def get(self, name: str) -> str | None:
         """The text of Problem field ``name``, or None if its key is absent or null."""
-        value: Any = self.row.get(self.keys[name])
-        return None if value is None else field_text(value)
+        value: Any = record_value(self.row, self.keys[name])
+        return None if value is None else field_text(value, f"{self.source} line {self.number}", self.keys[name])
 
     def require(self, name: str) -> str:
         """The text of Problem field ``name``; raises if it is absent, null or blank."""

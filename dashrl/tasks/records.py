@@ -109,13 +109,43 @@ def first_line(exc: Exception) -> str:
 # ------------------------------------------------------------- records -> problems
 
 
-def field_text(value: Any) -> str:
-    """A record value as Problem text: strings as they are, lists of strings one per line, else str()."""
+def record_value(row: Mapping[str, Any], key: str) -> Any:
+    """``row[key]``; a dotted key (``q.text``) that is not itself a key reads nested objects. None if absent."""
+    if key in row or "." not in key:
+        return row.get(key)
+    value: Any = row
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def field_text(value: Any, where: str = "record", key: str = "field") -> str:
+    """A record value as Problem text: strings as they are, lists of strings one per line, numbers via str().
+
+    A mapping is an error (its repr is not a prompt): name the text inside it with a dotted key.
+    """
+    if isinstance(value, Mapping):
+        inner = next((k for k, v in value.items() if isinstance(v, str)), None)
+        hint = f", e.g. task.fields: {{prompt: {key}.{inner}}}" if inner else ""
+        raise UserError(f"{where}: field '{key}' is an object ({', '.join(map(str, list(value)[:4]))}), not text; "
+                        f"name the text inside it with a dotted key{hint}")
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return "\n".join(value)
     return str(value)
+
+
+def answer_texts(value: Any, where: str, key: str) -> tuple[str, ...]:
+    """A record's answer as accepted answers: a list means any of them is correct (at least one)."""
+    if isinstance(value, (list, tuple)):
+        answers = tuple(field_text(v, where, key) for v in value)
+        if not answers:
+            raise UserError(f"{where}: field '{key}' is an empty list; give at least one answer")
+        return answers
+    return (field_text(value, where, key),)
 
 
 def problems_from_records(records: Records, fields: Mapping[str, str] | None = None,
@@ -128,14 +158,18 @@ def problems_from_records(records: Records, fields: Mapping[str, str] | None = N
     keys = {name: name for name in PROBLEM_FIELDS} | dict(fields or {})
     problems = []
     for number, row in enumerate(records.rows, 1):
+        where = f"{records.source} line {number}"
         for name in required:
-            if row.get(keys[name]) is None:
-                raise UserError(f"{records.source} line {number}: missing field '{keys[name]}'")
+            if record_value(row, keys[name]) is None:
+                raise UserError(f"{where}: missing field '{keys[name]}'")
 
         def get(name: str) -> str | None:
-            value = row.get(keys[name])
-            return None if value is None else field_text(value)
+            value = record_value(row, keys[name])
+            return None if value is None else field_text(value, where, keys[name])
 
+        raw_answer = record_value(row, keys["answer"])
+        answers = answer_texts(raw_answer, where, keys["answer"]) if raw_answer is not None else ("",)
         problems.append(Problem(id=get("id") or f"{records.source}:{number}", prompt=get("prompt") or "",
-                                answer=get("answer") or "", solution=get("solution"), tests=get("tests")))
+                                answer=answers[0], solution=get("solution"), tests=get("tests"),
+                                answers=answers[1:]))
     return problems

@@ -69,3 +69,10 @@ class VerifiedTask:
 
     def score(self, completion: str, problem: Problem) -> RewardResult:
         return self.verifier.score(completion, problem)
+
+    def score_batch(self, completions: list[str], problems: list[Problem]) -> list[RewardResult]:
+        """The verifier's batch scoring when it has one (a user reward counts its errors per batch)."""
+        batch = getattr(self.verifier, "score_batch", None)
+        if batch is not None:
+            return list(batch(completions, problems))
+        return [self.verifier.score(c, p) for c, p in zip(completions, problems)]

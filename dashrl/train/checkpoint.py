@@ -11,7 +11,9 @@ A checkpoint is written into a ``.tmp-*`` directory, fsynced, then renamed to
 its final ``step_*`` name, and only then is ``latest`` replaced (via a temp
 file and ``os.replace``). A crash at any point therefore leaves either the
 previous checkpoint or the new complete one visible to ``latest_checkpoint``;
-leftover ``.tmp-*`` entries are ignored and removed by the next save.
+a failed save removes its own ``.tmp-*`` directory (a full disk is reported as
+a one-line ``UserError``: "no space left on device", previous checkpoint
+intact), and entries left by a kill are ignored and removed by the next save.
 
 Simplifications: one writer per run directory (no locking); a checkpoint
 holds a single process's state (no sharded / distributed optimizer state);
@@ -21,6 +23,7 @@ saving a step that already exists replaces it, and during that swap
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -31,6 +34,7 @@ from typing import Any
 
 import torch
 
+from dashrl.errors import UserError
 from dashrl.models.lora import ADAPTER, is_lora, save_adapter, save_plain
 
 CHECKPOINTS = "checkpoints"
@@ -159,26 +163,47 @@ def save_checkpoint(
     ckpt_root.mkdir(parents=True, exist_ok=True)
     _clean_tmp(ckpt_root)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{_step_name(step)}-", dir=ckpt_root))
-    tmp_dir.chmod(0o755)
-    save_plain(model, tmp_dir / MODEL)  # with LoRA: the merged model, loadable without peft
-    if is_lora(model):
-        save_adapter(model, tmp_dir / ADAPTER)  # the adapter alone, for resume
-    tokenizer.save_pretrained(tmp_dir / MODEL)
-    state = {
-        "step": step,
-        "extra": extra,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": _rng_states(),
-    }
-    torch.save(state, tmp_dir / TRAINER_STATE)
-    _fsync_tree(tmp_dir)
+    try:
+        tmp_dir.chmod(0o755)
+        save_plain(model, tmp_dir / MODEL)  # with LoRA: the merged model, loadable without peft
+        if is_lora(model):
+            save_adapter(model, tmp_dir / ADAPTER)  # the adapter alone, for resume
+        tokenizer.save_pretrained(tmp_dir / MODEL)
+        state = {
+            "step": step,
+            "extra": extra,
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": _rng_states(),
+        }
+        torch.save(state, tmp_dir / TRAINER_STATE)
+        _fsync_tree(tmp_dir)
+    except BaseException as exc:  # leave no temp directory behind, whatever stopped the write
+        _remove(tmp_dir)
+        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and _is_write_failure(exc)):
+            raise _write_error(exc, ckpt_root, step) from None
+        raise
     final = ckpt_root / _step_name(step)
     _move_into_place(tmp_dir, final)
     _write_latest(ckpt_root, final.name)
     if keep_last is not None:
         _prune(ckpt_root, keep_last, final)
     return final
+
+
+def _is_write_failure(exc: RuntimeError) -> bool:
+    """torch.save's own words for a failed write (a full disk gives "unexpected pos ...")."""
+    text = str(exc)
+    return "unexpected pos" in text or "failed writing" in text or "write failed" in text
+
+
+def _write_error(exc: BaseException, ckpt_root: Path, step: int) -> UserError:
+    """The one-line error for a checkpoint that could not be written (its temp directory is already gone)."""
+    full = getattr(exc, "errno", None) == errno.ENOSPC or shutil.disk_usage(ckpt_root).free < (64 << 20)
+    why = "no space left on device" if full else (getattr(exc, "strerror", None) or str(exc).splitlines()[0])
+    previous = _read_latest(ckpt_root)
+    kept = f"; the previous checkpoint ({previous.name}) is intact" if previous is not None and previous.is_dir() else ""
+    return UserError(f"could not write checkpoint {_step_name(step)} in {ckpt_root}: {why}{kept}")
 
 
 def _is_complete(ckpt_dir: Path) -> bool:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -120,10 +121,12 @@ class Dist:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         bucket: list[torch.Tensor] = []
+        size = 0
         for i, p in enumerate(params):
             bucket.append(p.grad)
-            if sum(g.numel() for g in bucket) >= bucket_elements or i == len(params) - 1:
-                for dtype in {g.dtype for g in bucket}:
+            size += p.grad.numel()
+            if size >= bucket_elements or i == len(params) - 1:
+                for dtype in sorted({g.dtype for g in bucket}, key=str):  # the same order on every rank
                     grads = [g for g in bucket if g.dtype == dtype]
                     flat = torch.cat([g.reshape(-1) for g in grads])
                     tdist.all_reduce(flat)
@@ -131,7 +134,7 @@ class Dist:
                     for g in grads:
                         g.copy_(flat[offset : offset + g.numel()].view_as(g))
                         offset += g.numel()
-                bucket = []
+                bucket, size = [], 0
 
     def close(self) -> None:
         if self.enabled and tdist.is_initialized():
@@ -258,7 +261,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # our one line says what failed
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
     try:
@@ -267,7 +270,8 @@ def launch_local(nproc: int, argv: list[str]) -> int:
         codes = {rank: failure.exitcode for rank, failure in exc.failures.items()}
         if set(codes.values()) == {2}:  # every rank stopped on the same user error (already printed)
             return 2
-        first = min(codes)
+        # the cause: a process that was not stopped by the launcher (SIGTERM) after another failed
+        first = min(codes, key=lambda rank: (codes[rank] == -signal.SIGTERM, exc.failures[rank].timestamp, rank))
         raise DistributedFailure(f"process {first} of {nproc} exited with code {codes[first]} "
                                  "(its output is above); the job stopped") from None
     return 0
@@ -279,14 +283,13 @@ class DistributedFailure(Exception):
 
 def describe_failure(exc: BaseException) -> str | None:
     """One line for a collective that failed because another process died or stalled; None if not one."""
-    if not isinstance(exc, (tdist.DistError, RuntimeError)):
+    if not launched_by_torchrun() or not isinstance(exc, (tdist.DistError, RuntimeError)):
         return None
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     markers = ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "socket", "closed")
-    if not tdist.is_initialized() or not any(m in text.lower() for m in markers):
+    if not isinstance(exc, tdist.DistError) and not any(m in text.lower() for m in markers):
         return None
-    rank = tdist.get_rank()
-    return f"process {rank}: a collective failed (another process died or stalled): {text[:200]}"
+    return f"process {os.environ['RANK']}: a collective failed (another process died or stalled): {text[:300]}"
 
 
 def check_world_size(saved: int, dist: Dist) -> None:

@@ -37,6 +37,7 @@ from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, pack_by_tokens, split_rows
 from dashrl.rollout.factory import push_weights
 from dashrl.train.distributed import Dist, Rebalanced, rebalance, shard
+from dashrl.train.guards import NonFiniteGuard, TrainingDiverged, is_finite
 
 
 @dataclass
@@ -103,6 +104,8 @@ class Trainer:
         self._terms: dict[str, list[float]] = {}  # the step's reward term values so far
         self.step = 0  # sampled batches done
         self.stream = task.train_stream(config.task.train_seed)
+        self.guard = NonFiniteGuard()  # non-finite loss / gradient / weights (dashrl.train.guards)
+        self._reward_errors = 0  # completions whose user reward raised, this step
 
     # ------------------------------------------------------------------ step
 
@@ -121,6 +124,7 @@ class Trainer:
         kept: list[Sample] = []  # those that pass the gradient filter, replayed when K > 1
         dropped = UpdateStats()  # what filtered samples add to the normaliser ("all")
         stats = UpdateStats()
+        self._reward_errors = 0
         balance: list[Rebalanced] = []
         self.records, self._terms = [], {}
         mine = shard(problems, self.dist.rank, self.dist.world_size)  # this process's prompts, whole groups
@@ -141,12 +145,13 @@ class Trainer:
                 self._accumulate(rows, first_pass=False, stats=stats, timer=timer)
             updates.append(self._optimizer_step(stats, dropped, timer))
         if any(not u["optimizer/skipped"] for u in updates):  # unchanged weights need no sync
+            self.guard.check_weights(self.policy, self.step + 1)  # before the engine or a checkpoint sees them
             with timer.stage("weight_sync"):
                 push_weights(self.engine, self.policy)  # LoRA merged in, or the adapter alone
         self.step += 1
         terms = {f"reward/{k}": sum(v) / len(v) for k, v in self._terms.items()} if self.cfg.task.rewards else {}
         return {**self._sample_metrics(scored, kept), **terms, **_mean_dicts(updates), **mismatch,
-                **_balance_metrics(balance), **timer.reset()}
+                **_balance_metrics(balance), "reward/errors": self._reward_errors, **timer.reset()}
 
     def _filter(self, samples: list[Sample], dropped: UpdateStats) -> list[Sample]:
         """Gradient filtering: keep samples with |A| > tau; count the rest for the normaliser."""
@@ -194,6 +199,7 @@ class Trainer:
             scored = self.reward.score(self.task, [c.text for _, cs in groups for c in cs],
                                        [p for p, cs in groups for _ in cs])
         flat = torch.tensor(scored.total)
+        self._reward_errors += sum(r.reason == "reward_error" for r in scored.correctness)  # user rewards that raised
         advantages = group_advantages(flat, self.cfg.algo.group_size, self.cfg.algo.scale_rewards).tolist()
         for label, values in scored.terms.items():
             self._terms.setdefault(label, []).extend(values)
@@ -267,7 +273,8 @@ class Trainer:
             with warnings.catch_warnings():  # stepping the schedule alone is intended here
                 warnings.simplefilter("ignore", UserWarning)
                 self.scheduler.step()
-            return {"loss": 0.0, "grad_norm": 0.0, "lr": lr, "clip_frac": 0.0, "kl": 0.0, "optimizer/skipped": 1.0}
+            return {"loss": 0.0, "grad_norm": 0.0, "lr": lr, "clip_frac": 0.0, "kl": 0.0, "optimizer/skipped": 1.0,
+                    "optimizer/nonfinite": 0.0}
         norm = step_normalizer(self.cfg.algo.loss_agg, stats.rows + dropped.rows, stats.tokens + dropped.tokens,
                                stats.micro_batches + dropped.micro_batches, self.cfg.sampling.max_new_tokens)
         with timer.stage("optimizer"):
@@ -276,12 +283,26 @@ class Trainer:
                 if p.grad is not None:
                     p.grad.div_(norm)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.max_grad_norm)
-            self.optimizer.step()
+            finite = is_finite(grad_norm) and is_finite(stats.loss_numerator)
+            self.guard.record(finite, self.step + 1)
+            if not finite:  # skip it: drop the gradients, keep the weights (the schedule still advances)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                return {"loss": 0.0, "grad_norm": 0.0, "lr": lr, "clip_frac": 0.0, "kl": 0.0,
+                        "optimizer/skipped": 1.0, "optimizer/nonfinite": 1.0}
+            try:
+                self.optimizer.step()
+            except RuntimeError as exc:  # AdamW's step size overflowing float32 (a huge lr)
+                if "overflow" not in str(exc):
+                    raise
+                raise TrainingDiverged(f"training diverged: the optimizer step overflowed at step {self.step + 1} "
+                                       f"(lr {lr:g}); lower train.lr") from None
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         tokens = max(stats.tokens, 1)
         return {"loss": stats.loss_numerator / norm, "grad_norm": float(grad_norm), "lr": lr,
-                "clip_frac": stats.clipped_tokens / tokens, "kl": stats.kl_sum / tokens, "optimizer/skipped": 0.0}
+                "clip_frac": stats.clipped_tokens / tokens, "kl": stats.kl_sum / tokens, "optimizer/skipped": 0.0,
+                "optimizer/nonfinite": 0.0}
 
     def _summed_over_processes(self, *parts: UpdateStats) -> list[UpdateStats]:
         """The step's statistics summed over processes (unchanged with one)."""

@@ -74,7 +74,10 @@ def test_split_gguf(tiny_gguf):
     assert split_gguf("org/repo") == ("org/repo", None)
 
 
-def test_resolve_accepts_directories_gguf_files_and_hub_names(tiny_model_dir, tiny_gguf):
+def test_resolve_accepts_directories_gguf_files_and_hub_names(tiny_model_dir, tiny_gguf, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo_id, **kw: object())  # the hub says: exists
     assert resolve_model_path(str(tiny_model_dir)) == str(tiny_model_dir)
     assert resolve_model_path(str(tiny_gguf)) == str(tiny_gguf)
     assert resolve_model_path("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"

@@ -122,6 +122,12 @@ def test_sampled_groups_carry_log_probs_equal_to_the_trainers_in_fp32(testbed_di
     try:
         temperature = 0.7
         groups = engine.generate(PROMPTS[:3], 4, SamplingParams(temperature=temperature, max_new_tokens=16))
+        # timing runs: every completion exactly as long as HFEngine's plan for the same prompts
+        timing = SamplingParams(lengths=(3, 9), max_new_tokens=16)
+        planned = [len(c.token_ids) for g in engine.generate(PROMPTS[:2], 3, timing) for c in g]
+        assert planned == [len(c.token_ids) for g in HFEngine(model, tokenizer).generate(PROMPTS[:2], 3, timing)
+                           for c in g]
+        assert all(3 <= length <= 9 for length in planned) and len(set(planned)) > 1
     finally:
         engine.close()
     assert [len(g) for g in groups] == [4, 4, 4]
@@ -205,3 +211,62 @@ def test_lora_rl_steps_with_adapter_sync(testbed_dir, tmp_path):
     assert summary["steps"] == 2
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["time/weight_sync"] > 0 for r in rows if "time/step" in r)
+
+
+def test_bench_runs_variants_on_both_engines(testbed_dir, tmp_path, capsys):
+    from dashrl.cli import main
+
+    out = tmp_path / "bench"
+    overrides = _rl_overrides(testbed_dir, tmp_path / "unused", "train.steps=1", "eval.num_problems=2",
+                              "eval.samples=0", "rollout.engine=hf")
+    assert main(["bench", *overrides, "--variants", "grpo,dash@vllm", "--out", str(out), "--paper-micro-batch", "4",
+                 "--no-progress"]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert {n: r["engine"] for n, r in report["variants"].items()} == {"grpo": "hf", "dash@vllm": "vllm"}
+    assert "| dash@vllm | vllm |" in (out / "bench.md").read_text()
+
+
+def test_tune_measures_the_vllm_engine(testbed_dir, tmp_path, capsys):
+    from dashrl.cli import main
+
+    overrides = _rl_overrides(testbed_dir, tmp_path / "run")
+    assert main(["tune", *overrides, "--max-batch", "8", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "engine: vllm" in printed and "train.generation_batch_size" in printed
+
+
+def test_sleep_mode_releases_memory_between_calls_and_keeps_parity(testbed_dir):
+    """CUDA: the engine sleeps after each call and wakes for weight pushes and calls. Elsewhere: a one-line error."""
+    from vllm.platforms import current_platform
+
+    from dashrl.errors import UserError
+
+    model = AutoModelForCausalLM.from_pretrained(testbed_dir)
+    tokenizer = AutoTokenizer.from_pretrained(testbed_dir)
+    cfg = RolloutConfig(engine="vllm", kv_cache_gib=0.25, sleep_mode=True)
+    if not current_platform.is_sleep_mode_available():
+        with pytest.raises(UserError, match="no sleep mode on this platform"):
+            VLLMEngine(str(testbed_dir), tokenizer, stop_token_ids(model, tokenizer), cfg)
+        return
+    engine = VLLMEngine(str(testbed_dir), tokenizer, stop_token_ids(model, tokenizer), cfg)
+    hf = HFEngine(model, tokenizer)
+    try:
+        assert _ids(engine.generate(PROMPTS, 1, GREEDY)) == _ids(hf.generate(PROMPTS, 1, GREEDY))
+        assert engine._asleep == {"weights", "kv_cache"}
+        _perturb(model, 0.3)
+        engine.load_weights(model.state_dict())
+        assert engine._asleep == {"kv_cache"}
+        assert _ids(engine.generate(PROMPTS, 1, GREEDY)) == _ids(hf.generate(PROMPTS, 1, GREEDY))
+    finally:
+        engine.close()
+
+
+def test_eval_on_vllm_matches_eval_on_hf(testbed_dir, capsys):
+    from dashrl.cli import main
+
+    args = ["eval", f"model.path={testbed_dir}", "eval.num_problems=4", "eval.samples=0", "sampling.max_new_tokens=12",
+            "--no-progress"]
+    assert main(args) == 0
+    on_hf = capsys.readouterr().out
+    assert main([*args, "rollout.engine=vllm", "rollout.kv_cache_gib=0.25"]) == 0
+    assert capsys.readouterr().out == on_hf  # greedy: the same completions, so the same table

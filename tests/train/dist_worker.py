@@ -81,6 +81,17 @@ def exchange(dist) -> list[tuple[str, int, bool, bool]]:
              s.ref_logp is not None) for s in result.samples]
 
 
+def sum_grads(dist) -> list[torch.Tensor]:
+    """Gradients rank + 1 (float32 and bfloat16, one missing), summed in buckets of 3 elements."""
+    params = [torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(2, dtype=torch.bfloat16)),
+              torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(1), requires_grad=False)]
+    for p in params[:2]:
+        p.grad = torch.full_like(p, dist.rank + 1.0)
+    params[2].grad = None if dist.rank == 0 else torch.ones(3)
+    dist.all_reduce_grads(params, bucket_elements=3)
+    return [p.grad for p in params[:3]]
+
+
 def main(model_dir: str, out_dir: str) -> None:
     out = Path(out_dir)
     results = {}
@@ -89,6 +100,7 @@ def main(model_dir: str, out_dir: str) -> None:
     dist = prepare(load_config(overrides=[f"model.path={model_dir}", f"log.run_dir={out / 'run'}"]),
                    progress=False).trainer.dist
     results["exchange"] = exchange(dist)
+    results["grads"] = sum_grads(dist)
     torch.save(results, out / f"rank{dist.rank}.pt")
     dist.close()
 

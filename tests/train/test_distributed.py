@@ -5,7 +5,8 @@ one step of every case on fixed samples; the test process takes the same
 steps alone. With SGD the weight change is -lr x gradient, so equal changes
 mean equal gradients: summing over processes and the all-reduced normaliser
 give exactly the one-process loss, for every loss_agg, with filtering on and
-off and K = 2.
+off and K = 2. Those take about a minute (``make test-dist``); the pure parts run
+in the default suite.
 """
 
 import importlib.util
@@ -107,6 +108,7 @@ def two_process_results(tiny_model_dir, tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
+@pytest.mark.dist
 @pytest.mark.parametrize("case", dist_worker.CASES, ids=lambda c: "-".join(map(str, c)))
 def test_two_process_gradient_equals_one_process(case, two_process_results, tiny_model_dir, tmp_path):
     alone, metrics = dist_worker.run_case(str(tiny_model_dir), str(tmp_path / "run"), case)
@@ -126,8 +128,18 @@ def test_two_process_gradient_equals_one_process(case, two_process_results, tiny
         assert m2["dist/moved_samples"] == 0
 
 
+@pytest.mark.dist
 def test_moved_samples_carry_their_logprobs(two_process_results):
     # rank 0 held x0..x3 (5 tokens each), rank 1 nothing: two move, each with its own old / reference log-probs
     got = {rank: two_process_results[rank]["exchange"] for rank in range(2)}
     assert [s[0] for s in got[0]] == ["x2", "x3"] and [s[0] for s in got[1]] == ["x0", "x1"]
     assert all(has_old and has_ref for rank in got for _, _, has_old, has_ref in got[rank])
+
+
+@pytest.mark.dist
+def test_gradients_are_summed_in_buckets_of_any_dtype(two_process_results):
+    for rank in range(2):
+        f32, bf16, missing_on_rank0 = two_process_results[rank]["grads"]
+        assert torch.equal(f32, torch.full((4,), 3.0))  # 1 + 2
+        assert bf16.dtype == torch.bfloat16 and torch.equal(bf16.float(), torch.full((2,), 3.0))
+        assert torch.equal(missing_on_rank0, torch.ones(3))  # rank 0 had none: zeros + ones

@@ -185,5 +185,7 @@ def test_sft_command(tiny_model_dir, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "before SFT" in out and "1 steps in" in out and (tmp_path / "cli" / "summary.json").is_file()
-    assert main([*args[:-3], "sft.source=teacher", "sft.teacher=/no/such/model"]) == 2
+    assert main([*args[:-3], "sft.source=teacher", "sft.teacher=/no/such/model"]) == 2  # the dir holds a run
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*args[:-3], "sft.source=teacher", "sft.teacher=/no/such/model", "--overwrite"]) == 2
     assert capsys.readouterr().err == "dashrl: error: model path does not exist: /no/such/model\n"

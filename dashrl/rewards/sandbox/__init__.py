@@ -50,8 +50,11 @@ a user allowed to create user namespaces; ``isolation_mode()`` detects it once)
 * Limits, per process (setrlimit): RLIMIT_AS ``memory_mb``, RLIMIT_CPU
   ``cpu_s``, RLIMIT_FSIZE ``max_file_mb``, RLIMIT_NPROC ``max_processes``
   (counts threads too), RLIMIT_CORE 0; and ``oom_score_adj`` 1000, so that the
-  kernel's OOM killer picks sandbox processes first. Wall clock ``timeout_s``,
-  measured by the parent from the start.
+  kernel's OOM killer picks sandbox processes first. Time ``timeout_s``, from
+  the start: past it the parent stops a run whose processes used that much CPU
+  time or are all asleep, and lets one that only waited for a busy CPU go on
+  to at most ``wall_factor`` x ``timeout_s`` of wall clock (so a loaded machine
+  does not turn a correct program into a timeout).
 * Environment: built from scratch (PATH, HOME, TMPDIR, LANG, single-threaded
   BLAS/OpenMP, MPLBACKEND=Agg, no CUDA devices); Python runs with ``-I``, so PYTHON* variables,
   the user site and the current directory are ignored. stdin is empty.

@@ -48,7 +48,12 @@ _SHIPPED = {"inside.py": inside.__file__, "cases.py": cases.__file__}  # copied 
 class SandboxLimits:
     """What one run may use. Defaults suit model-written functions with numpy/pandas imports.
 
-    timeout_s:        wall-clock seconds from start to kill, startup included
+    timeout_s:        seconds the run may take, startup included. Past it the parent looks at the run's processes
+                      in /proc: it stops the run when they used timeout_s of CPU time in all, or none of them is
+                      runnable (sleeping or blocked: waiting on itself); a run that only waited for a busy CPU
+                      goes on, up to wall_factor x timeout_s of wall clock. Where /proc does not show them, the
+                      wall clock alone decides at timeout_s. Either way the reason is "timeout".
+    wall_factor:      the wall-clock cap as a multiple of timeout_s (a loaded machine slows a run this much at most)
     cpu_s:            CPU seconds per process (RLIMIT_CPU)
     memory_mb:        address space per process (RLIMIT_AS), MiB
     max_processes:    processes and threads (RLIMIT_NPROC)
@@ -57,6 +62,7 @@ class SandboxLimits:
     """
 
     timeout_s: float = 10.0
+    wall_factor: float = 5.0
     cpu_s: int = 10
     memory_mb: int = 1024
     max_processes: int = 16
@@ -67,6 +73,8 @@ class SandboxLimits:
         for name, value in asdict(self).items():
             if value <= 0:
                 raise ValueError(f"SandboxLimits.{name} must be positive, got {value}")
+        if self.wall_factor < 1:
+            raise ValueError(f"SandboxLimits.wall_factor must be at least 1, got {self.wall_factor}")
 
 
 @dataclass(frozen=True)
@@ -242,8 +250,63 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _session_usage(session: int) -> tuple[float, bool] | None:
+    """(CPU seconds used, any process runnable) of the processes in ``session``; None when /proc shows none.
+
+    CPU time counts each live process (user + system) and the children it has reaped; runnable is state R
+    (running or waiting for a CPU) or D (waiting for the disk).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu, runnable, found = 0.0, False, False
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return None
+    for pid in entries:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                raw = handle.read()
+            fields = raw[raw.rindex(b")") + 2 :].split()  # fields 3.. of proc(5): state, ppid, pgrp, session, ...
+            if int(fields[3]) != session:
+                continue
+            found = True
+            cpu += sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick  # utime, stime, cutime, cstime
+            runnable |= fields[0] in (b"R", b"D")
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+    return (cpu, runnable) if found else None
+
+
+class _Deadline:
+    """When to stop a run for time (see ``SandboxLimits.timeout_s``): CPU time and state past the soft
+    deadline, the wall clock at the hard one."""
+
+    POLL_S = 0.1
+
+    def __init__(self, start: float, limits: SandboxLimits, session: int | None):
+        self.limit = limits.timeout_s
+        self.hard = start + limits.timeout_s * limits.wall_factor
+        self.next = start + limits.timeout_s
+        self.session = session
+
+    def remaining(self) -> float:
+        return self.next - time.monotonic()
+
+    def expired(self) -> bool:
+        """Called when ``remaining()`` is up: True stops the run, else the next look is scheduled."""
+        now = time.monotonic()
+        usage = _session_usage(self.session) if self.session is not None else None
+        if now >= self.hard or usage is None:
+            return True
+        cpu, runnable = usage
+        if cpu >= self.limit or not runnable:
+            return True
+        self.next = min(now + self.POLL_S, self.hard)
+        return False
+
+
 def _collect(channels: dict[str, int], caps: dict[str, int],
-             deadline: float) -> tuple[dict[str, bytearray], str | None]:
+             deadline: "_Deadline") -> tuple[dict[str, bytearray], str | None]:
     """Read every channel until the supervisor's status pipe closes, a cap is passed or the deadline."""
     data = {name: bytearray() for name in channels}
     selector = selectors.DefaultSelector()
@@ -252,10 +315,12 @@ def _collect(channels: dict[str, int], caps: dict[str, int],
     stop = None
     try:
         while "status" in {key.data for key in selector.get_map().values()}:
-            remaining = deadline - time.monotonic()
+            remaining = deadline.remaining()
             if remaining <= 0:
-                stop = "timeout"
-                break
+                if deadline.expired():
+                    stop = "timeout"
+                    break
+                continue
             for key, _ in selector.select(remaining):
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
@@ -387,7 +452,7 @@ def _execute(files: dict[str, str], run: list[str], limits: SandboxLimits, stdin
             channels["report"] = report_r
         caps = {"stdout": limits.max_output_bytes, "stderr": limits.max_output_bytes, "status": 1 << 12,
                 "report": _REPORT_CAP}
-        data, stop = _collect(channels, caps, start + limits.timeout_s)
+        data, stop = _collect(channels, caps, _Deadline(start, limits, proc.pid))  # proc leads its own session
         _kill_tree(proc, mode)
         _drain(channels, data, caps, seconds=0.5)
     finally:
