@@ -144,6 +144,7 @@ def main() -> int:
     parser.add_argument("--smollm2-batches", help="SmolLM2's batch sizes (default: --batches); on a loaded CPU "
                         "HF generate at batch 256 takes many minutes")
     parser.add_argument("--steps", type=int, default=3, help="RL steps per variant")
+    parser.add_argument("--engines", default="hf,vllm", help="engines measured, in this order")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vllm_vs_hf"),
                         help="writes OUT.json and OUT.md; the bench runs go to OUT-runs/")
     args = parser.parse_args()
@@ -177,7 +178,7 @@ def main() -> int:
         Path(f"{out}.md").write_text(format_markdown(result) + "\n")
         return result
 
-    for engine in ("hf", "vllm"):  # all HF work first: see the module docstring
+    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:  # HF first: see the module docstring
         for model_key in models:
             results[model_key][engine] = {"generation": generation(model_key, engine, batches[model_key])}
             save()
