@@ -32,7 +32,7 @@ ARGS = ["algo.group_size=2", "algo.prompts_per_step=2", "train.micro_batch_size=
         "sampling.max_new_tokens=8", "eval.num_problems=4", "eval.samples=2", "eval.ks=[1,2]", "eval.every=0",
         "train.steps=3", "log.save_every=2", "log.keep_last=5"]
 TIMING = ("time/", "throughput/", "wall_seconds")
-SUMMARY_TIMING = ("wall_seconds", "train_seconds", "seconds_per_step", "stage_shares")
+SUMMARY_TIMING = ("wall_seconds", "train_seconds", "seconds_per_step", "stage_shares", "stage_seconds")
 
 
 def _train(model, run, *extra) -> int:
