@@ -368,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"dashrl: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("dashrl: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C outside a training loop, or a study / bench stopped by a signal
+        print(f"dashrl: interrupted{f' by {exc}' if str(exc) else ''}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except Exception as exc:  # a multi-process run: a process failed, or a collective timed out
         from dashrl.train.distributed import DistributedFailure, describe_failure
 

@@ -64,12 +64,12 @@ TESTBED_STUDY = {
     "model": {"path": "testbed"},
     "task": {"name": "testbed"},
     "algo": {"prompts_per_step": 32, "group_size": 8, "beta": 0.0, "filter_tau": 0.0},
-    "train": {"steps": 60, "lr": 2.0e-4, "micro_batch_size": 64},
+    "train": {"steps": 30, "lr": 2.0e-4, "micro_batch_size": 64},
     "sampling": {"max_new_tokens": 64},
-    "eval": {"num_problems": 512, "samples": 1, "ks": [1], "every": 0},
-    "sft": {"teacher": "testbed-teacher", "teacher_samples": 4, "num_prompts": 1024, "batch_size": 64},
+    "eval": {"num_problems": 512, "samples": 0, "ks": [1], "every": 0},
+    "sft": {"teacher": "testbed-teacher", "teacher_samples": 4, "num_prompts": 512, "batch_size": 64},
     "study": {"out_dir": "runs/study", "seeds": [0, 1, 2], "ood_task": "testbed-hard", "ood_problems": 128,
-              "ood_max_new_tokens": 96, "passk_problems": 32, "passk_samples": 16},
+              "ood_max_new_tokens": 96, "passk_problems": 16, "passk_samples": 16},
 }
 EQUAL_TIME_CAP = 100  # an equal-time variant samples at most this many x train.steps batches
 

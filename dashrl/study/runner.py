@@ -36,6 +36,7 @@ from dashrl.errors import UserError
 from dashrl.study.presets import Job, plan
 from dashrl.study.report import write_report
 from dashrl.study.rundir import BASE, STUDY_EVAL
+from dashrl.train.signals import finished, raise_if_interrupted
 
 
 
@@ -146,8 +147,8 @@ def _trained(job_config: Config) -> bool:
     """The run finished with this very config (compared as loaded, so fields added to the config later,
     with their defaults, do not count as a change)."""
     run_dir = Path(job_config.log.run_dir)
-    if not ((run_dir / "summary.json").is_file() and (run_dir / "config.yaml").is_file()):
-        return False
+    if not (finished(run_dir / "summary.json") and (run_dir / "config.yaml").is_file()):
+        return False  # not run, stopped by a signal, or damaged
     try:
         saved = load_config(run_dir / "config.yaml")
     except ConfigError:
@@ -174,7 +175,7 @@ def _train(config: Config, kind: str, progress: bool) -> None:
     else:
         from dashrl.train.run import prepare, train
 
-        train(prepare(config, progress=progress), progress=progress)
+        raise_if_interrupted(train(prepare(config, progress=progress), progress=progress))  # a signal stops the study
 
 
 def check_inputs(config: Config, jobs: list[Job], progress: bool) -> str:
