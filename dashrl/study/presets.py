@@ -61,7 +61,7 @@ SFT_PRESETS = ("sft_h", "sft_m")
 # What `dashrl study` runs without a config file: the testbed study. configs/study.yaml holds the same
 # settings with the reasons for the sizes (a test keeps the two equal).
 TESTBED_STUDY = {
-    "model": {"path": "testbed"},
+    "model": {"path": "testbed-study"},
     "task": {"name": "testbed"},
     "algo": {"prompts_per_step": 32, "group_size": 8, "beta": 0.0, "filter_tau": 0.0},
     "train": {"steps": 30, "lr": 2.0e-4, "micro_batch_size": 64},

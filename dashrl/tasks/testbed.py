@@ -8,8 +8,10 @@ Two disjoint halves of the problem space (split by a hash of the prompt): the
 base model's pretraining corpus (``pretrain_stream``: step-by-step solutions)
 and the task's training stream (``train_stream``: RL prompts and the SFT
 baselines' prompts, whose reference solutions are human-written, see
-``dashrl.testbed.arithmetic``). So the base model has seen neither SFT-H's
-problems nor its solution style. Held-out problems come from the whole space.
+``dashrl.testbed.arithmetic``). The study's base model (``testbed-study``) is
+pretrained on the first half only, so it has seen neither SFT-H's problems nor
+its solution style; the default base (``testbed``, the demo's) is pretrained on
+step-by-step solutions of the whole space. Held-out problems come from the whole space.
 """
 
 from __future__ import annotations
@@ -43,15 +45,19 @@ class ArithmeticTask:
         """Training problems (the task's half, held-out ones skipped), with human-written reference solutions."""
         return self._stream(seed, pretraining=False, style="human", prefix="train")
 
-    def pretrain_stream(self, seed: int) -> Iterator[Problem]:
-        """The base model's pretraining corpus: the other half, with step-by-step solutions."""
-        return self._stream(seed, pretraining=True, style="steps", prefix="pretrain")
+    def pretrain_stream(self, seed: int, half: bool = True) -> Iterator[Problem]:
+        """A base model's pretraining corpus, with step-by-step solutions: the other half (``half``) or the
+        whole space (held-out problems skipped either way)."""
+        return self._stream(seed, pretraining=True if half else None, style="steps", prefix="pretrain")
 
-    def _stream(self, seed: int, pretraining: bool, style: str, prefix: str) -> Iterator[Problem]:
+    def _stream(self, seed: int, pretraining: bool | None, style: str, prefix: str) -> Iterator[Problem]:
+        """``pretraining``: True / False = only that half of the space; None = the whole space."""
         rng = random.Random(seed)
         for i in itertools.count():
             problem = make_problem(rng, self.spec, f"{self.name}-{prefix}-{i}", style)
-            if problem.prompt not in self._held_out and in_pretraining_half(problem.prompt) == pretraining:
+            if problem.prompt in self._held_out:
+                continue
+            if pretraining is None or in_pretraining_half(problem.prompt) == pretraining:
                 yield problem
 
     def eval_problems(self, n: int, seed: int) -> list[Problem]:

@@ -1,9 +1,11 @@
 """Build (once) and cache the testbed's base checkpoint.
 
 The base model is made by a short supervised pretraining of the tiny model on
-step-by-step solutions of the pretraining half of the problem space
-(``ArithmeticTask.pretrain_stream``; none of the task's training problems and
-none of its human-written reference solutions, which SFT-H trains on), stopped as soon as greedy accuracy on a calibration set
+step-by-step solutions (``ArithmeticTask.pretrain_stream``) of the whole problem
+space (``corpus="whole"``: the default ``testbed`` base, the demo's) or of the
+pretraining half only (``corpus="half"``: ``testbed-study``, the study's base,
+which has seen none of the task's training problems and none of its
+human-written reference solutions, which SFT-H trains on), stopped as soon as greedy accuracy on a calibration set
 (disjoint from evaluation) reaches ``target_accuracy``: a base that is right
 sometimes, so that RL has both signal and room. Deterministic for a given seed
 on a given machine. Cached under ``$DASHRL_CACHE`` (default ``~/.cache/dashrl``)
@@ -44,6 +46,7 @@ class PretrainSpec:
     calibration_size: int = 256
     calibration_seed: int = 12345
     target_accuracy: float = 0.3
+    corpus: str = "whole"  # "whole": the whole problem space; "half": the pretraining half (the study's base)
     version: int = 4  # bump when the task or model code changes what gets built
 
 
@@ -78,7 +81,8 @@ def ensure_base_checkpoint(spec: PretrainSpec = PretrainSpec(), progress: bool =
     return final
 
 
-TEACHER = PretrainSpec(target_accuracy=0.75, max_steps=3000)
+STUDY_BASE = PretrainSpec(corpus="half")  # model.path=testbed-study
+TEACHER = PretrainSpec(target_accuracy=0.75, max_steps=3000, corpus="half")  # the study's SFT-M teacher
 
 
 def ensure_teacher_checkpoint(spec: PretrainSpec | None = None, progress: bool = True) -> Path:
@@ -119,7 +123,7 @@ def pretrain(spec: PretrainSpec, progress: bool = True):
     tokenizer = build_tokenizer()
     model = build_model(len(tokenizer), spec.seed, spec.hidden, spec.layers)
     task = ArithmeticTask()
-    stream = task.pretrain_stream(spec.seed + 7919)
+    stream = task.pretrain_stream(spec.seed + 7919, half=spec.corpus == "half")
     calibration = ArithmeticTask().eval_problems(spec.calibration_size, spec.calibration_seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.0)
     model.train()

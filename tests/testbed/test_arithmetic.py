@@ -67,3 +67,24 @@ def step_solution_of(prompt: str) -> str:
             tokens += [int(number), ch]
             number = ""
     return step_solution(tokens + [int(number)])
+
+
+def test_whole_space_corpus_covers_both_halves_step_by_step_and_skips_held_out():
+    task = ArithmeticTask()
+    whole = list(itertools.islice(task.pretrain_stream(7919, half=False), 2000))
+    share = sum(in_pretraining_half(p.prompt) for p in whole) / len(whole)
+    assert 0.4 < share < 0.6  # both halves: the default base also sees the task's problems (in its own style)
+    assert all(p.solution == step_solution_of(p.prompt) for p in whole[:50])
+    assert not {p.prompt for p in whole} & {p.prompt for p in task.eval_problems(1024, 999)}
+
+
+def test_testbed_and_testbed_study_resolve_to_the_whole_and_half_corpus_bases(monkeypatch):
+    from dashrl.models import resolve_model_path
+    from dashrl.testbed import pretrain
+
+    built = []
+    monkeypatch.setattr(pretrain, "ensure_base_checkpoint", lambda spec, progress=True: built.append(spec) or "x")
+    resolve_model_path("testbed", progress=False)
+    resolve_model_path("testbed-study", progress=False)
+    assert [s.corpus for s in built] == ["whole", "half"] and pretrain.TEACHER.corpus == "half"
+    assert pretrain.base_checkpoint_dir(built[0]) != pretrain.base_checkpoint_dir(built[1])
