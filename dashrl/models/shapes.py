@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from dashrl.errors import UserError
@@ -109,25 +106,14 @@ def ensure_shape_model(shape: str | dict, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
 
     from dashrl.testbed.model import build_tokenizer
-    from dashrl.testbed.pretrain import cache_root
+    from dashrl.testbed.pretrain import build_once, cache_root
 
     tokenizer = build_tokenizer()
     config = shape_config(shape, len(tokenizer))
     key = hashlib.sha1(json.dumps([config.to_dict(), seed], sort_keys=True, default=str).encode()).hexdigest()[:10]
-    final = cache_root() / f"shape-{key}"
-    if (final / "config.json").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    try:
+    def write(tmp: Path) -> None:
         torch.manual_seed(seed)
         AutoModelForCausalLM.from_config(config).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+
+    return build_once(cache_root() / f"shape-{key}", write)

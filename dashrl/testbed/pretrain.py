@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -61,16 +62,26 @@ def base_checkpoint_dir(spec: PretrainSpec = PretrainSpec()) -> Path:
 
 def ensure_base_checkpoint(spec: PretrainSpec = PretrainSpec(), progress: bool = True) -> Path:
     """Path of the cached base checkpoint, pretraining it first if needed."""
-    final = base_checkpoint_dir(spec)
+    def write(tmp: Path) -> None:
+        model, tokenizer, info = pretrain(spec, progress)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "pretrain.json").write_text(json.dumps({"spec": asdict(spec), **info}, indent=2))
+
+    return build_once(base_checkpoint_dir(spec), write)
+
+
+def build_once(final: Path, write: Callable[[Path], None]) -> Path:
+    """``final`` if it already holds a model, else ``write`` it into a temp directory published atomically there.
+
+    A killed build leaves nothing that loads; if another process publishes first, its copy is kept.
+    """
     if (final / "config.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
     try:
-        model, tokenizer, info = pretrain(spec, progress)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "pretrain.json").write_text(json.dumps({"spec": asdict(spec), **info}, indent=2))
+        write(tmp)
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished first
