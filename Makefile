@@ -1,5 +1,5 @@
 # make demo       set up (venv, installs) and run the built-in RL demo
-# make test       set up and run the default test suite (CPU, minutes)
+# make test       set up and run the default test suite, then the 2-process tests (CPU, minutes)
 # make test-slow  the slow tests (real pretraining of the testbed base model)
 # make test-dist  multi-process training end to end (2 gloo processes: run, resume, a killed process)
 # make bench      standard GRPO vs preemptive vs DASH on the testbed (about 15 min on 2 cores)
@@ -26,6 +26,7 @@ demo: $(BIN)/dashrl
 
 test: $(BIN)/dashrl
 	$(BIN)/pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -m dist
 
 test-slow: $(BIN)/dashrl
 	$(BIN)/pytest -q -m slow
@@ -33,7 +34,7 @@ test-slow: $(BIN)/dashrl
 test-dist: $(BIN)/dashrl
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -m dist
 
-.PHONY: test-dist bench tune bench-trl bench-scaling
+.PHONY: bench tune bench-trl bench-scaling
 bench: $(BIN)/dashrl
 	$(BIN)/dashrl bench configs/bench.yaml --out runs/bench
 

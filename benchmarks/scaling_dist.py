@@ -3,7 +3,8 @@
     python benchmarks/scaling_dist.py [--steps 6] [--prompts 16] [--repeats 2] [--out benchmarks/results/scaling_dist]
 
 1. Same machine, same cores: 1 process x 2 threads vs 2 processes x 1 thread
-   (``dashrl train`` vs ``dashrl train --nproc 2``), DASH with configs/bench.yaml
+   (``dashrl train`` vs ``dashrl train --nproc 2``), and 1 process x 1 thread as
+   a control, DASH with configs/bench.yaml
    (--prompts prompts x 8 completions per step): seconds per step and tokens per
    training second (generated, and trained = forward/backward tokens).
 2. Skewed filtering, 2 processes, with and without rebalancing: process 1's
@@ -111,10 +112,12 @@ def main() -> None:
                 str(Path(__file__).resolve()), "--worker", config, *settings]
     configs = {
         "1proc_x_2threads": dashrl + ["dist.threads_per_process=2"],
+        "1proc_x_1thread": dashrl + ["dist.threads_per_process=1"],  # control: what one core does alone
         "2procs_x_1thread": dashrl[:4] + ["--nproc", "2"] + dashrl[4:],
         "skewed_rebalance_on": torchrun + ["dist.rebalance=true"],
         "skewed_rebalance_off": torchrun + ["dist.rebalance=false"],
     }
+    load_before = os.getloadavg()[0]
     runs: dict[str, list[dict]] = {name: [] for name in configs}
     for repeat in range(args.repeats):
         order = list(configs) if repeat % 2 == 0 else list(reversed(configs))
@@ -125,13 +128,17 @@ def main() -> None:
         r["command"] = " ".join(configs[r["name"]]).replace(str(ROOT) + "/", "")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    note = (f"`python benchmarks/scaling_dist.py --steps {args.steps} --prompts {args.prompts} --repeats {args.repeats}`"
+            f" on {os.cpu_count()} CPU cores; 1-minute load average {load_before:.1f} at the start and "
+            f"{os.getloadavg()[0]:.1f} at the end (other jobs shared the machine). Means of {args.repeats} runs "
+            "per row, run in alternating order; skewed = process 1 zeroes the rewards of 3 of 4 of its prompts.\n\n")
     lines = ["| run | s/step | generated tok/s | trained tok/s | imbalance before | after | rebalance s/step |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['name']} | {r['s_per_step']:.2f} | {r['generated_tok_s']:.0f} | {r['trained_tok_s']:.0f} | "
                      f"{r.get('dist/imbalance_before', float('nan')):.2f} | "
                      f"{r.get('dist/imbalance_after', float('nan')):.2f} | {r.get('time/rebalance', 0.0):.3f} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.md").write_text(note + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

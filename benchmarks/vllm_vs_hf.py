@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODELS = {  # model.path, overrides for the RL steps, new tokens per completion
-    "testbed": ("testbed", ["algo.prompts_per_step=8", "algo.group_size=8", "train.micro_batch_size=16"], 64),
-    "smollm2": ("smollm2", ["algo.prompts_per_step=4", "algo.group_size=4", "train.micro_batch_size=4"], 32),
+    "testbed": ("testbed", ["algo.prompts_per_step=4", "algo.group_size=8", "train.micro_batch_size=16"], 64),
+    "smollm2": ("smollm2", ["algo.prompts_per_step=2", "algo.group_size=4", "train.micro_batch_size=4"], 16),
 }
 GROUP = 8
 
@@ -101,7 +101,7 @@ def rl_steps(model_key: str, engine_name: str, steps: int, out: Path) -> dict:
     path_name, overrides, max_new = MODELS[model_key]
     config = load_config(overrides=[f"model.path={path_name}", f"train.steps={steps}", f"sampling.max_new_tokens={max_new}",
                                     "algo.beta=0.0", "algo.filter_tau=0.0", "train.warmup_steps=0",
-                                    "eval.num_problems=8", "eval.samples=0", "eval.batch_size=64",
+                                    "eval.num_problems=2", "eval.samples=0", "eval.batch_size=64",
                                     "log.progress=false", *overrides])
     print(f"== RL steps, {model_key} on {engine_name}", flush=True)
     report = run_bench(config, [f"grpo@{engine_name}", f"dash@{engine_name}"], out / model_key, progress=False)
@@ -128,6 +128,8 @@ def format_markdown(result: dict) -> str:
                   "| engine | standard GRPO s/step | DASH s/step | GRPO sampling s | DASH sampling s | DASH filtered |",
                   "|---|---|---|---|---|---|"]
         for engine, data in by_engine.items():
+            if "rl" not in data:
+                continue
             g, d = data["rl"]["grpo"], data["rl"]["dash"]
             lines.append(f"| {engine} | {g['seconds_per_step']:.2f} | {d['seconds_per_step']:.2f} | "
                          f"{g['sampling_seconds']:.1f} | {d['sampling_seconds']:.1f} | {d['filtered_frac'] * 100:.0f}% |")
@@ -139,6 +141,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="testbed,smollm2")
     parser.add_argument("--batches", default="1,16,64,256")
+    parser.add_argument("--smollm2-batches", help="SmolLM2's batch sizes (default: --batches); on a loaded CPU "
+                        "HF generate at batch 256 takes many minutes")
     parser.add_argument("--steps", type=int, default=3, help="RL steps per variant")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vllm_vs_hf"),
                         help="writes OUT.json and OUT.md; the bench runs go to OUT-runs/")
@@ -149,30 +153,37 @@ def main() -> int:
     require_vllm()
     _quiet_libraries()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = {m: [int(b) for b in args.batches.split(",")] for m in models}
+    if args.smollm2_batches and "smollm2" in batches:
+        batches["smollm2"] = [int(b) for b in args.smollm2_batches.split(",")]
     out = Path(args.out)
     runs = Path(f"{out}-runs")
     results: dict = {m: {} for m in models}
     load_start = os.getloadavg()[0]
-    for engine in ("hf", "vllm"):  # all HF work first: see the module docstring
-        for model_key in models:
-            results[model_key][engine] = {"generation": generation(model_key, engine, batches),
-                                          "rl": rl_steps(model_key, engine, args.steps, runs / engine)}
     import torch
 
-    result = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                   f"cuda={torch.cuda.is_available()}",
-        "note": f"HF and vLLM measured side by side in this one run; timings on a shared, loaded machine "
-                f"(1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)",
-        "steps": args.steps,
-        "models": results,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    Path(f"{out}.md").write_text(format_markdown(result) + "\n")
-    print(format_markdown(result))
+    def save() -> dict:  # after every measurement, so a run cut short keeps what it measured
+        result = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+                       f"cuda={torch.cuda.is_available()}",
+            "note": f"HF and vLLM measured side by side in this one run; timings on a shared, loaded machine "
+                    f"(1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)",
+            "steps": args.steps,
+            "models": {m: v for m, v in results.items() if v},
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
+        Path(f"{out}.md").write_text(format_markdown(result) + "\n")
+        return result
+
+    for engine in ("hf", "vllm"):  # all HF work first: see the module docstring
+        for model_key in models:
+            results[model_key][engine] = {"generation": generation(model_key, engine, batches[model_key])}
+            save()
+            results[model_key][engine]["rl"] = rl_steps(model_key, engine, args.steps, runs / engine)
+            save()
+    print(format_markdown(save()))
     return 0
 
 

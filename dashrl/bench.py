@@ -75,7 +75,9 @@ def _run_variant(config: Config, progress: bool) -> list[dict]:
     from dashrl.train.run import prepare, train
 
     run_dir = Path(config.log.run_dir)
-    done = (run_dir / "summary.json").is_file() and (run_dir / "config.yaml").is_file()
+    from dashrl.train.signals import finished, raise_if_interrupted
+
+    done = finished(run_dir / "summary.json") and (run_dir / "config.yaml").is_file()
     if not (done and (run_dir / "config.yaml").read_text() == to_yaml(config)):
         setup = prepare(config, progress=progress)
         if config.bench.timing:  # set lengths and synthetic filter-rate rewards
@@ -83,7 +85,7 @@ def _run_variant(config: Config, progress: bool) -> list[dict]:
 
             apply_timing(setup.trainer, config)
         try:
-            train(setup, progress=progress)
+            raise_if_interrupted(train(setup, progress=progress))  # a signal stops the whole bench
         finally:
             close_engine(setup.trainer.engine)  # one vLLM engine per process at a time
     return read_metrics(run_dir / "metrics.jsonl")

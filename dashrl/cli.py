@@ -3,7 +3,7 @@
     dashrl train [CONFIG.yaml] [key=value ...] [--resume RUN_DIR | --overwrite] [--nproc N]
     dashrl eval  [CONFIG.yaml] [key=value ...] [--checkpoint DIR] [--out FILE.jsonl]
     dashrl bench [CONFIG.yaml] [key=value ...] [--variants grpo,preemptive,dash] [--out DIR]
-    dashrl tune  [CONFIG.yaml] [key=value ...] [--write OUT.yaml] [--max-batch N]
+    dashrl tune  [CONFIG.yaml] [key=value ...] [--write OUT.yaml] [--max-batch N] [--max-micro N] [--quick]
     dashrl sft   [CONFIG.yaml] [key=value ...]                  (sft.source=reference | teacher)
     dashrl study [CONFIG.yaml] [key=value ...] [--variants sft_h,dash,...] [--out DIR] [--report-only]
 
@@ -196,25 +196,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from dashrl import tune
     from dashrl.config import load_config
+    from dashrl.progress import progress_bar
     from dashrl.rollout.factory import close_engine, make_engine
 
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
-    if args.max_batch is not None and args.max_batch < 1:
-        raise UserError(f"--max-batch must be at least 1, got {args.max_batch}")
+    for flag, value in (("--max-batch", args.max_batch), ("--max-micro", args.max_micro)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
     if args.write and Path(args.write).is_dir():
         raise UserError(f"--write {args.write}: is a directory; give a file name such as tuned.yaml")
     progress = _progress(args, config)
+    gen_sizes, micro_sizes = tune.planned_sizes(config, args.max_batch, args.max_micro, args.quick)
     task, model, tokenizer, path = _task_model_tokenizer(config, config.model.path, progress)
+    if config.model.lora.enabled:  # measure the backward pass training will run: through the adapters
+        from dashrl.models.lora import apply_lora
+
+        model = apply_lora(model, config.model.lora)
     engine = make_engine(config, path, model, tokenizer)  # rollout.engine: the curve of the engine training uses
-    report = (lambda line: print(f"tune: {line}", file=sys.stderr, flush=True)) if progress else None
     try:
-        result = tune.tune(config, model, tokenizer, engine, task, max_batch=args.max_batch, progress=report)
+        with progress_bar(len(gen_sizes) + 1 + len(micro_sizes), "tune", progress) as bar:
+            def report(line: str) -> None:
+                bar.set_postfix_str(line)
+                bar.update(1)
+
+            result = tune.tune(config, model, tokenizer, engine, task, max_batch=args.max_batch,
+                               max_micro=args.max_micro, quick=args.quick, progress=report)
     finally:
         close_engine(engine)
     rec = result["recommendation"]
     print(f"engine: {config.rollout.engine}")
-    print(tune.format_curves(result["generation"], result["training"], rec))
+    print(tune.format_curves(result["generation"], result["training"], rec, mode=result["mode"]))
     print()
     print(tune.format_recommendation(rec))
     if args.write:
@@ -293,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("items", nargs="*", help="optional CONFIG.yaml, then key=value overrides")
     tu.add_argument("--write", metavar="OUT.yaml", help="write the config with the recommended batch sizes")
     tu.add_argument("--max-batch", type=int, metavar="N", help="largest generation batch measured (default max(M x G, 8))")
+    tu.add_argument("--max-micro", type=int, metavar="N", help="largest training micro-batch measured "
+                    "(default min(64, M x G); 16 with --quick)")
+    tu.add_argument("--quick", action="store_true", help="one timed pass per size, micro-batches up to 16")
     tu.add_argument("--no-progress", action="store_true", help="no progress output")
     tu.set_defaults(func=cmd_tune)
     bench = sub.add_parser("bench", help="standard GRPO vs preemptive sampling vs DASH on the same work")
@@ -353,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"dashrl: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("dashrl: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C outside a training loop, or a study / bench stopped by a signal
+        print(f"dashrl: interrupted{f' by {exc}' if str(exc) else ''}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except Exception as exc:  # a multi-process run: a process failed, or a collective timed out
         from dashrl.train.distributed import DistributedFailure, describe_failure
 

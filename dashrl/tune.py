@@ -23,6 +23,11 @@ What is measured:
   weights included), on CPU the growth of the resident set size sampled from
   ``/proc/self/statm`` during an untimed pass (approximate).
 
+With ``model.lora.enabled`` the training curve is measured on the LoRA model
+(gradients for the adapters only), and the output says which was measured.
+``--max-batch`` and ``--max-micro`` bound the two curves; ``--quick`` takes
+one timed pass per size and micro-batches up to 16.
+
 Simplifications: the optimizer step, KL to a reference model, PPO replay and
 reward scoring are not measured (they do not depend on the batch size, or
 scale linearly with rows); one micro-batch is timed in isolation, not a whole
@@ -367,7 +372,8 @@ def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f}"
 
 
-def format_curves(gen_rows: list[dict], train_rows: list[dict], rec: dict | None = None, width: int = 30) -> str:
+def format_curves(gen_rows: list[dict], train_rows: list[dict], rec: dict | None = None, width: int = 30,
+                  mode: str | None = None) -> str:
     """Both curves as plain-text tables with a bar of tokens/s; the recommended rows are marked '<'."""
     lines = ["generation (completions per engine call)",
              f"{'batch':>7}{'tokens/s':>11}{'s/call':>9}{'compl/s':>10}  tokens/s"]
@@ -378,7 +384,7 @@ def format_curves(gen_rows: list[dict], train_rows: list[dict], rec: dict | None
                      f"{r['completions_per_s']:>10.1f}  {_bar(r['tokens_per_s'], best, width)}{mark}")
     kinds = {r.get("memory_kind") for r in train_rows}
     mem_head = "peak MiB" if kinds == {"cuda"} else "RSS+ MiB"
-    lines += ["", "training (forward + backward per micro-batch)",
+    lines += ["", f"training (forward + backward per micro-batch{': ' + mode if mode else ''})",
               f"{'micro':>7}{'tokens/s':>11}{'s/mb':>9}{'rows/s':>10}{mem_head:>10}  tokens/s"]
     best = max((r["tokens_per_s"] for r in train_rows), default=0)
     for r in train_rows:
@@ -426,15 +432,50 @@ def write_tuned_config(config: Config, rec: dict, path: str | Path) -> Path:
 # ------------------------------------------------------------ orchestration
 
 
-def tune(config: Config, policy, tokenizer, engine, task, max_batch: int | None = None,
-         gen_repeats: int = 2, train_repeats: int = 3, max_micro: int = 64, progress: Progress = None) -> dict:
-    """Measure both curves for ``config`` and recommend; returns {generation, training, recommendation}."""
+QUICK_MAX_MICRO = 16  # --quick: training curve up to this micro-batch, one timed pass per size
+
+
+def planned_sizes(config: Config, max_batch: int | None = None, max_micro: int | None = None,
+                  quick: bool = False) -> tuple[list[int], list[int]]:
+    """(generation batch sizes, micro-batch sizes) to measure: up to max(M x G, 8) and min(64, M x G) by default,
+    or the bounds given; ``quick`` caps the micro-batches at QUICK_MAX_MICRO. Raises UserError if none fits."""
     G, M = config.algo.group_size, config.algo.prompts_per_step
     rows_per_step = M * G
+    if max_micro is None:
+        max_micro = QUICK_MAX_MICRO if quick else 64
     gen_sizes = candidate_sizes(max_batch if max_batch is not None else max(rows_per_step, 8), G)
     micro_sizes = candidate_sizes(min(max_micro, rows_per_step), G)
     if not gen_sizes:
         raise UserError(f"--max-batch {max_batch}: no generation batch up to it divides with group size {G}")
+    if not micro_sizes:
+        raise UserError(f"--max-micro {max_micro}: no micro-batch up to it divides with group size {G}")
+    return gen_sizes, micro_sizes
+
+
+def training_mode(policy) -> str:
+    """What the training curve measures: the LoRA adapters' backward pass or all weights'."""
+    from dashrl.models.lora import is_lora
+
+    if not is_lora(policy):
+        return "backward through all weights"
+    cfg = next(iter(policy.peft_config.values()))
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    return (f"backward through the LoRA adapters only (r={cfg.r}, alpha={cfg.lora_alpha:g}, "
+            f"{trainable:,} trainable parameters)")
+
+
+def tune(config: Config, policy, tokenizer, engine, task, max_batch: int | None = None,
+         gen_repeats: int = 2, train_repeats: int = 3, max_micro: int | None = None, progress: Progress = None,
+         quick: bool = False) -> dict:
+    """Measure both curves for ``config`` and recommend; returns {generation, training, recommendation, mode}.
+
+    ``quick``: one timed pass per size and micro-batches up to QUICK_MAX_MICRO (unless ``max_micro``).
+    """
+    G, M = config.algo.group_size, config.algo.prompts_per_step
+    rows_per_step = M * G
+    gen_sizes, micro_sizes = planned_sizes(config, max_batch, max_micro, quick)
+    if quick:
+        gen_repeats, train_repeats = 1, 1
     sampling = SamplingParams(temperature=config.sampling.temperature, top_p=config.sampling.top_p,
                               top_k=config.sampling.top_k, max_new_tokens=config.sampling.max_new_tokens)
     torch.manual_seed(config.train.seed)
@@ -452,4 +493,4 @@ def tune(config: Config, policy, tokenizer, engine, task, max_batch: int | None 
     if device.type == "cuda":
         limit = int(0.9 * torch.cuda.get_device_properties(device).total_memory)
     rec = recommend(gen_rows, train_rows, rows_per_step, G, limit)
-    return {"generation": gen_rows, "training": train_rows, "recommendation": rec}
+    return {"generation": gen_rows, "training": train_rows, "recommendation": rec, "mode": training_mode(policy)}

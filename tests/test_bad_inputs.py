@@ -226,3 +226,11 @@ def test_bad_input(name, tiny_model_dir, tmp_path, monkeypatch, capsys):
     assert not any(work.iterdir()), "wrote into the working directory"
     assert not new_run.exists(), "created the run directory"
     assert _snapshot(inputs) == before, "changed an input"
+
+
+def test_an_option_between_overrides_is_parsed(tiny_model_dir, tmp_path, capsys):
+    """Intermixed parsing (issue 11.7): ``dashrl eval model.path=X --no-progress eval.num_problems=1``."""
+    out = tmp_path / "e.jsonl"
+    assert main(["eval", f"model.path={tiny_model_dir}", "--no-progress", "eval.num_problems=1", "--out", str(out),
+                 "eval.samples=0", "eval.ks=[1]", "sampling.max_new_tokens=4"]) == 0
+    assert len(out.read_text().splitlines()) == 1 and "greedy/pass@1" in capsys.readouterr().out

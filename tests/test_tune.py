@@ -133,9 +133,38 @@ def test_tune_command_prints_curves_and_writes_a_loadable_config(tiny_model_dir,
 @pytest.mark.parametrize("args, message", [
     (["train.lrr=1"], "unknown config key 'train.lrr'"),
     (["--max-batch", "0"], "--max-batch must be at least 1"),
+    (["--max-micro", "0"], "--max-micro must be at least 1"),
     (["model.path=/no/such/model"], "model path does not exist"),
 ])
 def test_tune_bad_input_is_one_line_exit_2(args, message, capsys):
     assert main(["tune", "--no-progress", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dashrl: error: ") and message in err and err.count("\n") == 1
+
+
+def test_tune_with_lora_measures_the_adapter_backward_and_says_so(tiny_model_dir, capsys):
+    args = ["tune", "--no-progress", f"model.path={tiny_model_dir}", *FAST, "algo.prompts_per_step=4"]
+    assert main([*args, "model.lora.enabled=true", "model.lora.r=4", "--quick", "--max-micro", "4",
+                 "--max-batch", "4"]) == 0
+    lora = capsys.readouterr().out
+    assert "training (forward + backward per micro-batch: backward through the LoRA adapters only (r=4" in lora
+    assert main([*args, "--quick", "--max-micro", "2", "--max-batch", "2"]) == 0
+    full = capsys.readouterr().out
+    assert "backward through all weights" in full
+
+    def sizes(printed, header):
+        block = printed.split(header)[1].split("\n\n")[0].splitlines()[2:]
+        return [int(line.split()[0]) for line in block if line.strip() and line.split()[0].isdigit()]
+
+    # both curves stop at their bounds
+    assert sizes(lora, "training (") == [1, 2, 4] and sizes(lora, "generation (") == [1, 2, 4]
+    assert sizes(full, "training (") == [1, 2] and sizes(full, "generation (") == [1, 2]
+
+
+def test_quick_mode_caps_the_micro_batches():
+    from dashrl.tune import planned_sizes
+
+    config = load_config(overrides=["algo.group_size=8", "algo.prompts_per_step=32"])
+    assert planned_sizes(config)[1][-1] == 64
+    assert planned_sizes(config, quick=True)[1][-1] == 16
+    assert planned_sizes(config, max_batch=16, max_micro=8) == ([1, 2, 4, 8, 16], [1, 2, 4, 8])

@@ -113,12 +113,34 @@ def plain_copy(model):
     return plain
 
 
-def save_plain(model, out_dir: Path) -> None:
-    """``save_pretrained`` the model as a plain one (LoRA merged in), loadable without peft."""
-    if not is_lora(model):
+def save_plain(model, out_dir: Path, dtype: torch.dtype | None = None) -> None:
+    """``save_pretrained`` the model as a plain one (LoRA merged in), loadable without peft.
+
+    ``dtype``: cast the floating-point weights to it on the way out (e.g. bfloat16: half the bytes of
+    float32); the model in memory is untouched and config.json records the dtype written.
+    """
+    if not is_lora(model) and dtype is None:
         model.save_pretrained(out_dir)
         return
-    model.get_base_model().save_pretrained(out_dir, state_dict=plain_state_dict(model))
+    state = plain_state_dict(model) if is_lora(model) else model.state_dict()
+    if dtype is not None:
+        cast: dict[int, torch.Tensor] = {}  # tied weights (embeddings = head) stay one tensor
+        state = {k: cast.setdefault(v.data_ptr(), v.to(dtype)) if v.is_floating_point() else v
+                 for k, v in state.items()}
+    base = model.get_base_model() if is_lora(model) else model
+    base.save_pretrained(out_dir, state_dict=state)
+    if dtype is not None:
+        _record_dtype(Path(out_dir) / "config.json", str(dtype).removeprefix("torch."))
+
+
+def _record_dtype(config_json: Path, name: str) -> None:
+    import json
+
+    config = json.loads(config_json.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if key in config:
+            config[key] = name
+    config_json.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def save_adapter(model, out_dir: Path) -> None:

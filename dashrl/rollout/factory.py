@@ -36,6 +36,8 @@ def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: boo
     rank: the process's rank in a multi-process run (each samples with its own seed).
     """
     check_engine(config)
+    if config.rollout.engine == "hf" and config.rollout.hf_share_policy:
+        return HFEngine(policy, tokenizer, shared=True)  # the policy itself: no copy, no sync
     if config.rollout.engine == "hf":
         return HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
     import torch.distributed as tdist
@@ -65,6 +67,8 @@ def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: boo
 
 def push_weights(engine: Engine, policy) -> None:
     """Send the policy's current weights to the engine (the ``weight_sync`` stage of a step)."""
+    if getattr(engine, "shares_policy", False):  # it generates with the policy itself
+        return
     if getattr(engine, "adapter", False):
         engine.load_adapter(policy)
     else:

@@ -9,9 +9,18 @@ top-p truncation is not applied to them; greedy reports temperature 1). With
 ``SamplingParams.lengths`` (timing runs)
 a logits processor sets each completion's length instead (``LengthPlan``: drawn
 uniformly per prompt and completion number, the same whatever the batching); as
-in any batched ``generate``, a batch then runs until its longest row is done. The
-engine keeps its own model object, so ``load_weights`` is a real copy, as it
-would be for an engine in another process.
+in any batched ``generate``, a batch then runs until its longest row is done.
+
+Two ways to hold the weights (``rollout.hf_share_policy``):
+
+- shared (the default): the engine generates with the trainer's own policy
+  module (with LoRA, the PEFT model with its adapters on), switched to eval
+  mode for the call (no dropout) and back to the mode it was in. No copy of the
+  weights and no sync: ``shares_policy`` tells the trainer to skip
+  ``load_weights``, which would be a no-op.
+- isolated: the engine keeps its own model object (LoRA merged in), so
+  ``load_weights`` is a real copy, as it would be for an engine in another
+  process.
 """
 
 from __future__ import annotations
@@ -26,16 +35,28 @@ from dashrl.rollout.engine import Completion, SamplingParams
 
 
 class HFEngine:
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
-        self.model = model.eval()
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, shared: bool = False):
+        """``shared``: ``model`` is the trainer's policy, generated with as it is (see the module docstring)."""
+        self.shares_policy = shared
+        self.model = model if shared else model.eval()
         self.tokenizer = tokenizer
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self.stop_ids = stop_token_ids(model, tokenizer)
         self._planned: dict[str, int] = {}  # completions given a planned length so far, per prompt (timing runs)
 
-    @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        if not self.shares_policy:
+            return self._generate(prompts, n, sampling)
+        was_training = self.model.training
+        self.model.eval()  # no dropout while sampling (LoRA dropout included)
+        try:
+            return self._generate(prompts, n, sampling)
+        finally:
+            self.model.train(was_training)
+
+    @torch.no_grad()
+    def _generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
         device = self.model.device
         input_ids = enc["input_ids"].repeat_interleave(n, dim=0).to(device)
@@ -84,6 +105,8 @@ class HFEngine:
         return Completion(prompt_ids=prompt_ids, token_ids=tuple(ids), text=text, finish_reason=reason, logprobs=kept)
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        if self.shares_policy:
+            raise RuntimeError("a shared HF engine generates with the policy itself; there are no weights to load")
         self.model.load_state_dict(state, strict=True)
 
 

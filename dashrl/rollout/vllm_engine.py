@@ -83,7 +83,7 @@ class VLLMEngine:
                  seed: int = 0, lora_rank: int | None = None):
         require_vllm()
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the worker lives here: collective_rpc calls it directly
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # dashrl prints its own progress and tables
         from vllm import LLM
         from vllm.platforms import current_platform
 

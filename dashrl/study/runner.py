@@ -36,6 +36,7 @@ from dashrl.errors import UserError
 from dashrl.study.presets import Job, plan
 from dashrl.study.report import write_report
 from dashrl.study.rundir import BASE, STUDY_EVAL
+from dashrl.train.signals import finished, raise_if_interrupted
 
 
 
@@ -89,7 +90,8 @@ def _write_records(path: Path, records: list[dict]) -> None:
     _write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def evaluate_model(model_dir: str, config: Config, run_dir: Path, in_distribution: bool) -> dict:
+def evaluate_model(model_dir: str, config: Config, run_dir: Path, in_distribution: bool,
+                   progress: bool = False) -> dict:
     """Evaluate one model (out of distribution, pass@k curve, and optionally in distribution); write study_eval.json."""
     from dashrl.eval.evaluate import evaluate
     from dashrl.models import load_model, load_tokenizer
@@ -106,7 +108,8 @@ def evaluate_model(model_dir: str, config: Config, run_dir: Path, in_distributio
     out: dict = {"model": model_dir, "spec": spec}
     if in_distribution:
         problems = task.eval_problems(config.eval.num_problems, config.task.eval_seed)
-        result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens, format_prompt=fmt)
+        result = evaluate(engine, task, problems, config.eval, config.sampling.max_new_tokens, format_prompt=fmt,
+                          progress=progress, desc="eval in distribution")
         _write_records(run_dir / "eval_in_distribution.jsonl", result.records)
         out["in_distribution"] = {"task": config.task.name, "problems": len(problems), "metrics": result.metrics,
                                   "records": "eval_in_distribution.jsonl"}
@@ -115,7 +118,8 @@ def evaluate_model(model_dir: str, config: Config, run_dir: Path, in_distributio
         ood = get_task(ood_cfg)
         problems = ood.eval_problems(config.study.ood_problems, ood_cfg.eval_seed)
         result = evaluate(engine, ood, problems, config.eval.model_copy(update={"num_problems": len(problems)}),
-                          spec["ood_max_new_tokens"], format_prompt=prompt_formatter(ood_cfg, tokenizer))
+                          spec["ood_max_new_tokens"], format_prompt=prompt_formatter(ood_cfg, tokenizer),
+                          progress=progress, desc="eval out of distribution")
         _write_records(run_dir / "eval_ood.jsonl", result.records)
         out["out_of_distribution"] = {"task": ood_cfg.name, "problems": len(problems), "metrics": result.metrics,
                                       "records": "eval_ood.jsonl"}
@@ -124,7 +128,8 @@ def evaluate_model(model_dir: str, config: Config, run_dir: Path, in_distributio
                            temperature=config.eval.temperature, ks=passk_ks(study.passk_samples),
                            batch_size=config.eval.batch_size)
     problems = task.eval_problems(study.passk_problems, config.task.eval_seed)
-    result = evaluate(engine, task, problems, passk_cfg, config.sampling.max_new_tokens, format_prompt=fmt)
+    result = evaluate(engine, task, problems, passk_cfg, config.sampling.max_new_tokens, format_prompt=fmt,
+                      progress=progress, desc="eval pass@k")
     _write_records(run_dir / "eval_passk.jsonl", result.records)
     out["pass_at_k"] = {"task": config.task.name, "problems": len(problems), "samples": study.passk_samples,
                         "temperature": passk_cfg.temperature, "metrics": result.metrics, "records": "eval_passk.jsonl"}
@@ -142,8 +147,8 @@ def _trained(job_config: Config) -> bool:
     """The run finished with this very config (compared as loaded, so fields added to the config later,
     with their defaults, do not count as a change)."""
     run_dir = Path(job_config.log.run_dir)
-    if not ((run_dir / "summary.json").is_file() and (run_dir / "config.yaml").is_file()):
-        return False
+    if not (finished(run_dir / "summary.json") and (run_dir / "config.yaml").is_file()):
+        return False  # not run, stopped by a signal, or damaged
     try:
         saved = load_config(run_dir / "config.yaml")
     except ConfigError:
@@ -170,7 +175,7 @@ def _train(config: Config, kind: str, progress: bool) -> None:
     else:
         from dashrl.train.run import prepare, train
 
-        train(prepare(config, progress=progress), progress=progress)
+        raise_if_interrupted(train(prepare(config, progress=progress), progress=progress))  # a signal stops the study
 
 
 def check_inputs(config: Config, jobs: list[Job], progress: bool) -> str:
@@ -221,7 +226,7 @@ def run_study(config: Config, progress: bool = True, report_only: bool = False, 
         say(f"study: base model: evaluating {model_path}")
         base_dir.mkdir(parents=True, exist_ok=True)
         (base_dir / "config.yaml").write_text(to_yaml(base_config))
-        evaluate_model(model_path, config, base_dir, in_distribution=True)
+        evaluate_model(model_path, config, base_dir, in_distribution=True, progress=progress)
 
     for i, job in enumerate(jobs, 1):
         name = f"[{i}/{len(jobs)}] {job.variant} seed {job.seed}"
@@ -240,6 +245,6 @@ def run_study(config: Config, progress: bool = True, report_only: bool = False, 
             if checkpoint is None:
                 raise UserError(f"{job.run_dir}: finished run without a checkpoint; delete it to retrain")
             say(f"study: {name}: evaluating the final model")
-            evaluate_model(str(checkpoint / "model"), config, job.run_dir, in_distribution=False)
+            evaluate_model(str(checkpoint / "model"), config, job.run_dir, in_distribution=False, progress=progress)
     say(f"study: all runs done ({time.perf_counter() - start:.0f} s in this invocation)")
     return write_report(config, out_dir, jobs)

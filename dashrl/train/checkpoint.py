@@ -155,8 +155,13 @@ def save_checkpoint(
     scheduler: Any,
     extra: dict[str, Any],
     keep_last: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """Atomically write checkpoint ``step`` and point ``latest`` at it; return its dir."""
+    """Atomically write checkpoint ``step`` and point ``latest`` at it; return its dir.
+
+    ``dtype``: the dtype of the saved model weights (None = as in memory); adapters and optimizer
+    state keep theirs.
+    """
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
     ckpt_root = Path(run_dir) / CHECKPOINTS
@@ -165,7 +170,7 @@ def save_checkpoint(
     tmp_dir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{_step_name(step)}-", dir=ckpt_root))
     try:
         tmp_dir.chmod(0o755)
-        save_plain(model, tmp_dir / MODEL)  # with LoRA: the merged model, loadable without peft
+        save_plain(model, tmp_dir / MODEL, dtype)  # with LoRA: the merged model, loadable without peft
         if is_lora(model):
             save_adapter(model, tmp_dir / ADAPTER)  # the adapter alone, for resume
         tokenizer.save_pretrained(tmp_dir / MODEL)

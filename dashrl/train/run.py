@@ -40,6 +40,7 @@ from dashrl.train.resume import intact_checkpoint, read_trainer_state, reconcile
 from dashrl.train.rundir import check_writable
 from dashrl.train.signals import GracefulStop
 from dashrl.train.distributed import check_world_size, init_distributed, shard
+from dashrl.models.loading import DTYPES
 from dashrl.models.lora import AdaptersOff
 from dashrl.train.samples import select_samples
 from dashrl.train.trainer import Trainer
@@ -171,6 +172,8 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
     def wall() -> float:
         return prior_wall + setup.load_seconds + time.perf_counter() - start_wall
 
+    checkpoint_dtype = DTYPES[config.checkpoint.dtype] if config.checkpoint.dtype else None
+
     def checkpoint(row: dict) -> None:
         """Save the current step with its metrics row inside, so that the row survives any kill."""
         rng_by_rank = dist.gather(_rng_states())
@@ -179,7 +182,7 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
                             trainer.scheduler, {"wall_seconds": wall(), "stage_seconds": clock.totals(),
                                                 "world_size": dist.world_size, "rng_by_rank": rng_by_rank,
                                                 "row": make_row(trainer.step, row)},
-                            keep_last=config.log.keep_last)
+                            keep_last=config.log.keep_last, dtype=checkpoint_dtype)
 
     watch = NoSignalWatch(say=lambda line: tqdm.write(line, file=sys.stderr) if dist.is_main else None)
     saved_step = resume_step  # the step whose checkpoint is on disk
@@ -283,8 +286,9 @@ def summarize(rows: list[dict], wall_seconds: float, stage_seconds: dict[str, fl
     evals = [r for r in rows if "eval/greedy/pass@1" in r]
     steps = [r for r in rows if "time/step" in r]
     before, after = (evals[0], evals[-1]) if evals else ({}, {})
-    stage_rows = [{k[5:]: v for k, v in r.items() if k.startswith("time/") and k != "time/step"} for r in steps]
-    outside = ("time/evaluation", "time/checkpoint")  # not training work
+    outside = ("time/evaluation", "time/checkpoint")  # not training work: in stage_seconds
+    stage_rows = [{k[5:]: v for k, v in r.items() if k.startswith("time/") and k not in ("time/step", *outside)}
+                  for r in steps]
     train_seconds = sum(r["time/step"] - sum(r.get(k, 0.0) for k in outside) for r in steps)
     return {
         "steps": len(steps),
@@ -319,7 +323,7 @@ def format_summary(summary: dict) -> str:
     if summary.get("stopped"):
         lines.append(summary["stopped"])
     shares = ", ".join(f"{name} {v['share'] * 100:.0f}%" for name, v in summary["stage_shares"].items() if v["share"] >= 0.005)
-    lines.append(f"time by stage: {shares}")
+    lines.append(f"training step by stage: {shares}")
     return "\n".join(lines)
 
 

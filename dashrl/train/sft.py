@@ -258,11 +258,11 @@ def build_examples(setup: SFTSetup, timer: StageTimer, progress: bool = True) ->
                       "sft/prompts_with_correct": stats.prompts_with_any}
 
 
-def _eval(setup: SFTSetup, problems: list[Problem]) -> dict:
+def _eval(setup: SFTSetup, problems: list[Problem], progress: bool = False, desc: str = "eval") -> dict:
     setup.engine.load_weights(plain_state_dict(setup.policy))
     cfg = setup.config
     result = evaluate(setup.engine, setup.task, problems, cfg.eval, cfg.sampling.max_new_tokens,
-                      format_prompt=setup.format_prompt)
+                      format_prompt=setup.format_prompt, progress=progress, desc=desc)
     return {f"eval/{k}": v for k, v in result.metrics.items()}
 
 
@@ -276,7 +276,7 @@ def train_sft(setup: SFTSetup, progress: bool = True) -> dict:
     eval_problems = setup.task.eval_problems(cfg.eval.num_problems, cfg.task.eval_seed)
     data_timer = StageTimer()
     examples, data_stats = build_examples(setup, data_timer, progress)
-    log.log(0, {**_eval(setup, eval_problems), **data_stats, "wall_seconds": time.perf_counter() - start})
+    log.log(0, {**_eval(setup, eval_problems, progress, "eval before SFT"), **data_stats, "wall_seconds": time.perf_counter() - start})
 
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.sft.lr or cfg.train.lr,
                                   betas=cfg.train.adam_betas, weight_decay=cfg.train.weight_decay)
@@ -298,7 +298,7 @@ def train_sft(setup: SFTSetup, progress: bool = True) -> dict:
         last = step == cfg.train.steps or out_of_time
         if last or (cfg.eval.every and step % cfg.eval.every == 0):
             t_eval = time.perf_counter()
-            metrics.update(_eval(setup, eval_problems))
+            metrics.update(_eval(setup, eval_problems, progress, "eval after SFT" if last else f"eval at step {step}"))
             metrics["time/evaluation"] = time.perf_counter() - t_eval
         if last or (cfg.log.save_every and step % cfg.log.save_every == 0):
             t_ckpt = time.perf_counter()

@@ -28,6 +28,30 @@ def exit_code(signum: int) -> int:
     return 128 + signum
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal, raised by callers that run several (study, bench) so that they stop too."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.exit_code = exit_code(signal.Signals[name])
+
+
+def raise_if_interrupted(summary: dict | None) -> None:
+    """After ``train``: a summary marked interrupted stops the caller (its run is saved and resumable)."""
+    if summary and summary.get("interrupted"):
+        raise Interrupted(summary["interrupted"])
+
+
+def finished(summary_path) -> bool:
+    """A run whose summary.json exists and is not marked interrupted."""
+    import json
+
+    try:
+        return not json.loads(summary_path.read_text()).get("interrupted")
+    except (OSError, ValueError):
+        return False
+
+
 class GracefulStop:
     """``with GracefulStop() as stop: ... if stop.requested: ...``"""
 

@@ -146,8 +146,9 @@ class Trainer:
             updates.append(self._optimizer_step(stats, dropped, timer))
         if any(not u["optimizer/skipped"] for u in updates):  # unchanged weights need no sync
             self.guard.check_weights(self.policy, self.step + 1)  # before the engine or a checkpoint sees them
-            with timer.stage("weight_sync"):
-                push_weights(self.engine, self.policy)  # LoRA merged in, or the adapter alone
+            if not getattr(self.engine, "shares_policy", False):  # a shared engine generates with the policy itself
+                with timer.stage("weight_sync"):
+                    push_weights(self.engine, self.policy)  # LoRA merged in, or the adapter alone
         self.step += 1
         terms = {f"reward/{k}": sum(v) / len(v) for k, v in self._terms.items()} if self.cfg.task.rewards else {}
         return {**self._sample_metrics(scored, kept), **terms, **_mean_dicts(updates), **mismatch,

@@ -59,7 +59,7 @@ def test_merge_formula_by_hand():
 
 
 def test_only_adapters_train_and_the_engine_gets_merged_weights(tiny_model_dir, tmp_path):
-    trainer = _setup(tiny_model_dir, tmp_path)
+    trainer = _setup(tiny_model_dir, tmp_path, "rollout.hf_share_policy=false")  # an isolated engine copy
     trainable = {name for name, p in trainer.policy.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
     optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
@@ -83,7 +83,7 @@ def test_only_adapters_train_and_the_engine_gets_merged_weights(tiny_model_dir, 
 
 
 def test_checkpoint_is_a_merged_plain_model_with_the_policys_logits(tiny_model_dir, tmp_path):
-    trainer = _setup(tiny_model_dir, tmp_path)
+    trainer = _setup(tiny_model_dir, tmp_path, "rollout.hf_share_policy=false")
     trainer.train_step(trainer.next_problems())
     ckpt = save_checkpoint(tmp_path / "run", 1, trainer.policy, trainer.tokenizer, trainer.optimizer,
                            trainer.scheduler, {})
@@ -114,7 +114,7 @@ def test_reference_is_the_base_model_without_a_second_copy(tiny_model_dir, tmp_p
 
 
 def test_bfloat16_base_with_lora(tiny_model_dir, tmp_path):
-    trainer = _setup(tiny_model_dir, tmp_path, "model.dtype=bfloat16")
+    trainer = _setup(tiny_model_dir, tmp_path, "model.dtype=bfloat16", "rollout.hf_share_policy=false")
     base = {p.dtype for n, p in trainer.policy.named_parameters() if not p.requires_grad}
     assert base == {torch.bfloat16}
     assert {p.dtype for p in trainer.engine.model.parameters()} == {torch.bfloat16}

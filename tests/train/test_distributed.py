@@ -143,3 +143,15 @@ def test_gradients_are_summed_in_buckets_of_any_dtype(two_process_results):
         assert torch.equal(f32, torch.full((4,), 3.0))  # 1 + 2
         assert bf16.dtype == torch.bfloat16 and torch.equal(bf16.float(), torch.full((2,), 3.0))
         assert torch.equal(missing_on_rank0, torch.ones(3))  # rank 0 had none: zeros + ones
+
+
+def test_nproc_is_checked_before_anything_starts(monkeypatch, capsys):
+    from dashrl.cli import _without_nproc, main
+
+    assert _without_nproc(["train", "--nproc", "2", "c.yaml", "--nproc=3", "a=1"]) == ["train", "c.yaml", "a=1"]
+    assert main(["train", "--nproc", "0", "train.steps=1"]) == 2
+    assert "--nproc must be at least 1" in capsys.readouterr().err
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)
+    assert main(["train", "--nproc", "2", "train.steps=1"]) == 2
+    assert "under torchrun, leave it out" in capsys.readouterr().err

@@ -32,7 +32,7 @@ ARGS = ["algo.group_size=2", "algo.prompts_per_step=2", "train.micro_batch_size=
         "sampling.max_new_tokens=8", "eval.num_problems=4", "eval.samples=2", "eval.ks=[1,2]", "eval.every=0",
         "train.steps=3", "log.save_every=2", "log.keep_last=5"]
 TIMING = ("time/", "throughput/", "wall_seconds")
-SUMMARY_TIMING = ("wall_seconds", "train_seconds", "seconds_per_step", "stage_shares")
+SUMMARY_TIMING = ("wall_seconds", "train_seconds", "seconds_per_step", "stage_shares", "stage_seconds")
 
 
 def _train(model, run, *extra) -> int:
@@ -450,3 +450,31 @@ def test_seed_everything_seeds_numpy_python_and_torch():
         seed_everything(7)
         draws.append((random.random(), float(np.random.rand()), float(torch.rand(1))))
     assert draws[0] == draws[1]
+
+
+def test_resume_drops_samples_of_steps_past_the_checkpoint(tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        install("during_step", 3, raise_killed, patch=mp.setattr)
+        with pytest.raises(Killed):
+            _train(tiny_model_dir, run, "log.samples_every=1")
+    samples = run / "samples.jsonl"
+    with samples.open("a") as f:
+        f.write('{"step": 3, "prompt": "torn')  # as if killed mid-write of a step past the checkpoint
+    assert _resume(run, "log.samples_every=1") == 0
+    steps = [json.loads(line)["step"] for line in samples.read_text().splitlines()]
+    assert steps == sorted(steps) and steps.count(3) == steps.count(1)  # step 3 once, like the others
+
+
+def test_a_signal_stops_a_whole_study_and_its_run_is_not_taken_as_finished(tmp_path):
+    from dashrl.train.signals import Interrupted, finished, raise_if_interrupted
+
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"steps": 2, "interrupted": "SIGTERM"}))
+    assert not finished(summary) and not finished(tmp_path / "missing.json")
+    summary.write_text(json.dumps({"steps": 3}))
+    assert finished(summary)
+    raise_if_interrupted({"steps": 3})
+    with pytest.raises(Interrupted) as stopped:
+        raise_if_interrupted({"steps": 2, "interrupted": "SIGHUP"})
+    assert stopped.value.exit_code == 129

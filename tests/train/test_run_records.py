@@ -64,3 +64,59 @@ def test_eval_records_hold_the_prompt_as_sent_and_the_extracted_answer(tiny_mode
     assert "extracted" in record
     # the verifier's extraction, the same as scoring the completion again gives
     assert record["extracted"] == trainer.task.score(record["completion"], problems[0]).extracted
+
+
+def test_bfloat16_checkpoints_are_smaller_and_load(tiny_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from dashrl.cli import main
+
+    sizes = {}
+    for dtype in ("float32", "bfloat16"):
+        run = tmp_path / dtype
+        assert main(["train", "--no-progress", f"model.path={tiny_model_dir}", f"log.run_dir={run}", *FAST,
+                     "train.steps=2", "log.save_every=1", f"checkpoint.dtype={dtype}"]) == 0
+        model_dir = run / "checkpoints" / "step_000002" / "model"
+        tensors = {k: v for f in model_dir.glob("*.safetensors") for k, v in load_file(f).items()}
+        sizes[dtype] = sum(t.numel() * t.element_size() for t in tensors.values())
+        loaded = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")  # plain transformers, its own dtype
+        assert {p.dtype for p in loaded.parameters()} == {getattr(torch, dtype)}
+    assert sizes["bfloat16"] * 2 == sizes["float32"]  # every weight in half the bytes
+    # a bf16 checkpoint evaluates and resumes
+    assert main(["eval", "--no-progress", f"model.path={tmp_path / 'bfloat16' / 'checkpoints' / 'step_000002' / 'model'}",
+                 *FAST]) == 0
+    assert main(["train", "--no-progress", "--resume", str(tmp_path / "bfloat16"), "train.steps=3"]) == 0
+
+
+def test_samples_go_to_tensorboard_and_wandb_as_text(tmp_path):
+    from dashrl.runlog import RunLog
+    from dashrl.train.samples import as_text
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def add_text(self, tag, text, step):
+            self.calls.append((tag, text, step))
+
+        def log(self, data, step):
+            self.calls.append((sorted(data), step))
+
+    log = RunLog(tmp_path / "r", load_config(overrides=[f"log.run_dir={tmp_path / 'r'}"]))
+    log._tb, log._wandb = Recorder(), Recorder()
+    rows = [{"id": "p1", "prompt": "Q?", "completion": c, "reward": r, "advantage": a, "reason": why,
+             "extracted": x, "answer": "4"} for c, r, a, why, x in
+            [("it is 4", 1.0, 1.0, "correct", "4"), ("5", 0.0, -1.0, "wrong_answer", "5")]]
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:  # W&B's table needs the package itself
+        log._wandb = None
+    log.write_samples(3, rows)
+    if log._wandb is not None:
+        assert log._wandb.calls == [(["samples"], 3)]
+    tag, text, step = log._tb.calls[0]
+    assert (tag, step) == ("samples", 3) and text == as_text(3, rows)
+    assert "**prompt** (p1, answer '4')" in text and "reward 1.00, advantage +1.00, correct" in text
+    assert len((tmp_path / "r" / "samples.jsonl").read_text().splitlines()) == 2

@@ -67,7 +67,7 @@ def test_gradient_equals_reinforce_with_group_baseline(tiny_model_dir, tmp_path)
 
 def test_k_updates_record_and_reuse_old_logprobs(tiny_model_dir, tmp_path):
     trainer = _setup(tiny_model_dir, tmp_path, "algo.updates_per_batch=3", "algo.clip_eps_low=0.2",
-                     "train.lr=0.05", "train.warmup_steps=0", "algo.group_size=4")
+                     "train.lr=0.05", "train.warmup_steps=0", "algo.group_size=4", "rollout.hf_share_policy=false")
     trainer.task.score = _parity_reward
     before = [p.detach().clone() for p in trainer.policy.parameters()]
     metrics = trainer.train_step(trainer.next_problems())
