@@ -58,7 +58,9 @@ class Task(Protocol):
 
 
 def score_all(task: Task, completions: Sequence[str], problems: Sequence[Problem]) -> list[RewardResult]:
-    """Score ``completions[i]`` against ``problems[i]``, in one batch if the task supports it."""
+    """Score ``completions[i]`` against ``problems[i]``, in one batch if the task supports it.
+
+    Anything with ``score`` (and optionally ``score_batch``) works: a task or a verifier."""
     batch = getattr(task, "score_batch", None)
     if batch is not None:
         return list(batch(list(completions), list(problems)))

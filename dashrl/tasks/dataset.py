@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 from dashrl.errors import UserError
 from dashrl.rewards.math import extract_boxed, score_math, score_math_answer
 from dashrl.rewards.result import RewardResult
-from dashrl.tasks.base import Problem
+from dashrl.tasks.base import Problem, score_all
 from dashrl.tasks.records import first_line
 
 
@@ -210,7 +210,4 @@ class DatasetTask:
         return self.verifier.check_answer(answer, problem)
 
     def score_batch(self, completions: list[str], problems: list[Problem]) -> list[RewardResult]:
-        batch = getattr(self.verifier, "score_batch", None)
-        if batch is not None:
-            return list(batch(completions, problems))
-        return [self.verifier.score(c, p) for c, p in zip(completions, problems)]
+        return score_all(self.verifier, completions, problems)

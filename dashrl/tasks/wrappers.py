@@ -19,7 +19,7 @@ from typing import Iterator
 
 from dashrl.rewards.answer import AnswerFormat
 from dashrl.rewards.result import RewardResult
-from dashrl.tasks.base import Problem, Task
+from dashrl.tasks.base import Problem, Task, score_all
 from dashrl.tasks.dataset import Verifier
 
 
@@ -72,7 +72,4 @@ class VerifiedTask:
 
     def score_batch(self, completions: list[str], problems: list[Problem]) -> list[RewardResult]:
         """The verifier's batch scoring when it has one (a user reward counts its errors per batch)."""
-        batch = getattr(self.verifier, "score_batch", None)
-        if batch is not None:
-            return list(batch(completions, problems))
-        return [self.verifier.score(c, p) for c, p in zip(completions, problems)]
+        return score_all(self.verifier, completions, problems)

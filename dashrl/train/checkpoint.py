@@ -85,7 +85,7 @@ def _clean_tmp(ckpt_root: Path) -> None:
         _remove(entry)
 
 
-def _rng_states() -> dict[str, Any]:
+def rng_states() -> dict[str, Any]:
     states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     try:
         import numpy as np
@@ -98,7 +98,7 @@ def _rng_states() -> dict[str, Any]:
     return states
 
 
-def _restore_rng_states(states: dict[str, Any]) -> None:
+def restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     torch.set_rng_state(states["torch"])
     if "numpy" in states:
@@ -179,7 +179,7 @@ def save_checkpoint(
             "extra": extra,
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": _rng_states(),
+            "rng": rng_states(),
         }
         torch.save(state, tmp_dir / TRAINER_STATE)
         _fsync_tree(tmp_dir)
@@ -248,5 +248,5 @@ def load_trainer_state(
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
-    _restore_rng_states(state["rng"])
+    restore_rng_states(state["rng"])
     return {"step": state["step"], "extra": state["extra"]}

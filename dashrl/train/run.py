@@ -34,7 +34,7 @@ from dashrl.runlog import RunLog, make_row
 from dashrl.tasks import get_task
 from dashrl.timing import RunClock, summarize_shares
 from dashrl.models.context import check_prompt_lengths, run_problems
-from dashrl.train.checkpoint import _restore_rng_states, _rng_states, load_trainer_state, save_checkpoint
+from dashrl.train.checkpoint import restore_rng_states, rng_states, load_trainer_state, save_checkpoint
 from dashrl.train.guards import NoSignalWatch, no_signal
 from dashrl.train.resume import intact_checkpoint, read_trainer_state, reconcile_metrics, warn
 from dashrl.train.rundir import check_writable
@@ -161,7 +161,7 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
             state = load_trainer_state(setup.resume_from, trainer.optimizer, trainer.scheduler)
             check_world_size(state["extra"].get("world_size", 1), dist)
             if "rng_by_rank" in state["extra"]:  # every process continues its own random stream
-                _restore_rng_states(state["extra"]["rng_by_rank"][dist.rank])
+                restore_rng_states(state["extra"]["rng_by_rank"][dist.rank])
             resume_step = trainer.step = state["step"]
             prior_wall = state["extra"].get("wall_seconds", 0.0)
             clock.restore(state["extra"].get("stage_seconds", {}))
@@ -176,7 +176,7 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
 
     def checkpoint(row: dict) -> None:
         """Save the current step with its metrics row inside, so that the row survives any kill."""
-        rng_by_rank = dist.gather(_rng_states())
+        rng_by_rank = dist.gather(rng_states())
         if dist.is_main:
             save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer,
                             trainer.scheduler, {"wall_seconds": wall(), "stage_seconds": clock.totals(),
