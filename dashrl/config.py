@@ -318,6 +318,11 @@ class DistConfig(_Section):
     threads_per_process: int | None = Field(
         None, ge=1, description="CPU threads of each process (None = the machine's cores / processes on this node)"
     )
+    fsdp: bool = Field(
+        False, description="shard the policy's (and reference's) weights, gradients and optimizer state over the "
+        "processes with FSDP2 fully_shard, for models that do not fit on one device; each engine keeps a full copy, "
+        "gathered at every weight sync (False = every process holds the whole model)"
+    )
 
 
 class EvalConfig(_Section):
@@ -504,6 +509,9 @@ class Config(_Section):
             raise ValueError("rollout.sleep_mode and rollout.lora_sync=adapter need rollout.engine=vllm")
         if rollout.lora_sync == "adapter" and not self.model.lora.enabled:
             raise ValueError("rollout.lora_sync=adapter needs model.lora.enabled=true")
+        if self.dist.fsdp and self.model.lora.enabled:
+            raise ValueError("dist.fsdp=true and model.lora.enabled=true cannot be combined yet; with LoRA "
+                             "leave dist.fsdp off (every process then holds the frozen base)")
         if self.task.eval_path is None and self.eval.num_problems > self.task.eval_size:
             raise ValueError(f"eval.num_problems ({self.eval.num_problems}) exceeds task.eval_size "
                              f"({self.task.eval_size}), the problems held out from training; raise task.eval_size")

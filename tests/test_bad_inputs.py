@@ -95,6 +95,7 @@ CASES = {
                                    "task.reward = 'nocolon'"),
     "math task without path": (lambda i: _train("task.name=math"), "reads its problems from task.path"),
     "unknown problem field": (lambda i: _jsonl(i, GOOD_ROWS, "task.fields={foo: bar}"), "unknown Problem field 'foo'"),
+    "fsdp with lora": (lambda i: _train("dist.fsdp=true", "model.lora.enabled=true"), "cannot be combined yet"),
     "eval bigger than holdout": (lambda i: _train("eval.num_problems=2000", "task.eval_size=10"), "raise task.eval_size"),
     # ---------------------------------------------------------------- config files
     "missing config file": (lambda i: _train("missing.yaml"), "config file not found: missing.yaml"),

@@ -113,16 +113,20 @@ def plain_copy(model):
     return plain
 
 
-def save_plain(model, out_dir: Path, dtype: torch.dtype | None = None) -> None:
+def save_plain(model, out_dir: Path, dtype: torch.dtype | None = None, state_dict: dict | None = None) -> None:
     """``save_pretrained`` the model as a plain one (LoRA merged in), loadable without peft.
 
     ``dtype``: cast the floating-point weights to it on the way out (e.g. bfloat16: half the bytes of
     float32); the model in memory is untouched and config.json records the dtype written.
+    ``state_dict``: the weights to write when the model cannot give them itself (FSDP: gathered whole).
     """
-    if not is_lora(model) and dtype is None:
+    if not is_lora(model) and dtype is None and state_dict is None:
         model.save_pretrained(out_dir)
         return
-    state = plain_state_dict(model) if is_lora(model) else model.state_dict()
+    if state_dict is not None:
+        state = state_dict
+    else:
+        state = plain_state_dict(model) if is_lora(model) else model.state_dict()
     if dtype is not None:
         cast: dict[int, torch.Tensor] = {}  # tied weights (embeddings = head) stay one tensor
         state = {k: cast.setdefault(v.data_ptr(), v.to(dtype)) if v.is_floating_point() else v

@@ -29,14 +29,16 @@ def check_engine(config: Config) -> None:
         require_vllm()
 
 
-def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: bool = False, rank: int = 0) -> Engine:
+def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: bool = False, rank: int = 0,
+                may_share: bool = True) -> Engine:
     """The configured engine holding ``policy``'s weights (``model_path``: the resolved path it was loaded from).
 
     resumed: the policy differs from ``model_path`` (a checkpoint was loaded), so vLLM gets its weights pushed.
     rank: the process's rank in a multi-process run (each samples with its own seed).
+    may_share: the HF engine may sample with the policy module itself (not when it will be FSDP-sharded).
     """
     check_engine(config)
-    if config.rollout.engine == "hf" and config.rollout.hf_share_policy:
+    if config.rollout.engine == "hf" and config.rollout.hf_share_policy and may_share:
         return HFEngine(policy, tokenizer, shared=True)  # the policy itself: no copy, no sync
     if config.rollout.engine == "hf":
         return HFEngine(plain_copy(policy), tokenizer)  # LoRA merged in
@@ -65,14 +67,17 @@ def make_engine(config: Config, model_path: str, policy, tokenizer, resumed: boo
     return engine
 
 
-def push_weights(engine: Engine, policy) -> None:
-    """Send the policy's current weights to the engine (the ``weight_sync`` stage of a step)."""
+def push_weights(engine: Engine, policy, state_dict: dict | None = None) -> None:
+    """Send the policy's current weights to the engine (the ``weight_sync`` stage of a step).
+
+    state_dict: the weights to send when the policy cannot give them itself (FSDP: gathered from the shards).
+    """
     if getattr(engine, "shares_policy", False):  # it generates with the policy itself
         return
     if getattr(engine, "adapter", False):
         engine.load_adapter(policy)
     else:
-        engine.load_weights(plain_state_dict(policy))
+        engine.load_weights(state_dict if state_dict is not None else plain_state_dict(policy))
 
 
 def close_engine(engine: Engine) -> None:

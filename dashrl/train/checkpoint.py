@@ -16,7 +16,7 @@ a one-line ``UserError``: "no space left on device", previous checkpoint
 intact), and entries left by a kill are ignored and removed by the next save.
 
 Simplifications: one writer per run directory (no locking); a checkpoint
-holds a single process's state (no sharded / distributed optimizer state);
+holds whole states (an FSDP run gathers its shards into them first);
 saving a step that already exists replaces it, and during that swap
 ``latest_checkpoint`` may briefly fall back to the next-highest complete step.
 """
@@ -30,7 +30,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -156,11 +156,14 @@ def save_checkpoint(
     extra: dict[str, Any],
     keep_last: int | None = None,
     dtype: torch.dtype | None = None,
+    model_state: dict | None = None,
+    optimizer_state: dict | None = None,
 ) -> Path:
     """Atomically write checkpoint ``step`` and point ``latest`` at it; return its dir.
 
     ``dtype``: the dtype of the saved model weights (None = as in memory); adapters and optimizer
-    state keep theirs.
+    state keep theirs. ``model_state`` / ``optimizer_state``: what to write instead of the model's
+    and optimizer's own state dicts (FSDP: gathered whole from the shards).
     """
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
@@ -170,14 +173,15 @@ def save_checkpoint(
     tmp_dir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{_step_name(step)}-", dir=ckpt_root))
     try:
         tmp_dir.chmod(0o755)
-        save_plain(model, tmp_dir / MODEL, dtype)  # with LoRA: the merged model, loadable without peft
+        save_plain(model, tmp_dir / MODEL, dtype, model_state)  # with LoRA: the merged model, loadable without peft
         if is_lora(model):
             save_adapter(model, tmp_dir / ADAPTER)  # the adapter alone, for resume
         tokenizer.save_pretrained(tmp_dir / MODEL)
         state = {
             "step": step,
             "extra": extra,
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "optimizer": optimizer_state if optimizer_state is not None else (
+                optimizer.state_dict() if optimizer is not None else None),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": rng_states(),
         }
@@ -236,15 +240,19 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_trainer_state(
-    ckpt_dir: Path, optimizer: torch.optim.Optimizer | None, scheduler: Any
+    ckpt_dir: Path, optimizer: torch.optim.Optimizer | None, scheduler: Any,
+    load_optimizer: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
     """Restore optimizer, scheduler and RNG states; return ``{"step", "extra"}``.
 
     Optimizer tensors are loaded on CPU; ``Optimizer.load_state_dict`` moves them
     to each parameter's device. Pass ``None`` to skip the optimizer or scheduler.
+    ``load_optimizer``: loads the saved optimizer state instead (FSDP: into this process's shard).
     """
     state = torch.load(Path(ckpt_dir) / TRAINER_STATE, map_location="cpu", weights_only=False)
-    if optimizer is not None and state["optimizer"] is not None:
+    if load_optimizer is not None and state["optimizer"] is not None:
+        load_optimizer(state["optimizer"])
+    elif optimizer is not None and state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])

@@ -30,10 +30,27 @@ What each process does in one step:
 
 Rank 0 writes metrics, summary and checkpoints; the checkpoint holds every
 rank's RNG state and the world size, and a resume with another world size is
-refused. Evaluation is sharded over ranks and gathered. Simplifications: whole
-models are replicated on every rank (no FSDP sharding); moved samples travel
+refused. Evaluation is sharded over ranks and gathered. Moved samples travel
 through an all-gather of pickled objects (each rank receives every moved
 sample and keeps its own), which is cheap next to a forward pass.
+
+By default every rank holds the whole model. With ``dist.fsdp=true``
+(``shard_model``) the policy and reference are sharded with FSDP2
+``fully_shard``: each rank keeps 1/N of the weights, gradients and AdamW
+state, and every forward / backward all-gathers the weights it needs. Three
+things follow, all handled here and in the trainer:
+
+- every rank must run the same number of forward and backward passes, so a
+  rank with fewer micro-batches after filtering runs zero-weight "idle"
+  passes on a one-token row (``Dist.most``);
+- gradients are reduce-scattered as a sum (divide factor 1, the global
+  normaliser is applied after), and only on the update's last backward pass
+  (``set_gradient_sync``, FSDP's ``no_sync``: unsharded gradients accumulate
+  until then, trading gradient memory for less communication);
+- the engine samples from its own full copy, refreshed at each weight sync
+  with the gathered weights (``full_state_dict``); checkpoints hold the
+  gathered model (a plain Hugging Face directory) and the gathered optimizer
+  state, keyed by parameter name (``full_optimizer_state``).
 """
 
 from __future__ import annotations
@@ -66,6 +83,7 @@ class Dist:
     local_rank: int = 0
     local_world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    fsdp: bool = False  # the policy is sharded with FSDP2 (``shard_model``)
 
     @property
     def enabled(self) -> bool:
@@ -87,6 +105,14 @@ class Dist:
         t = torch.tensor(list(values), dtype=torch.float64, device=self._comm_device())
         tdist.all_reduce(t)
         return t.tolist()
+
+    def most(self, value: int) -> int:
+        """The largest ``value`` over ranks."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=self._comm_device())
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return int(t.item())
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank."""
@@ -139,6 +165,84 @@ class Dist:
     def close(self) -> None:
         if self.enabled and tdist.is_initialized():
             tdist.destroy_process_group()
+
+
+# ------------------------------------------------------------------- FSDP2
+
+
+def shard_model(model: torch.nn.Module, dist: Dist) -> torch.nn.Module:
+    """Shard ``model`` over the ranks with FSDP2: each decoder layer, then the rest; gradients reduced as a sum.
+
+    The unit of sharding is each module the model names in ``_no_split_modules``
+    (its transformer blocks); embeddings, final norm and head form the root unit.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    mesh = init_device_mesh(dist.device.type, (dist.world_size,))
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    for module in list(model.modules()):
+        if module is not model and type(module).__name__ in blocks:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)  # a sum: the trainer divides by the step's global normaliser
+            module.set_force_sum_reduction_for_comms(True)  # plain sums (gloo has no pre-multiplied sum)
+    dist.fsdp = True
+    return model
+
+
+def set_gradient_sync(model: torch.nn.Module, sync: bool) -> None:
+    """FSDP2: reduce-scatter the gradients in the next backward pass (True) or keep accumulating them (False)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(sync)
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A sharded tensor (DTensor) gathered whole on every rank (a collective); any other tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor; any other tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights, gathered whole on every rank (call on every rank, in the same order).
+
+    Tied weights (embeddings = head) are gathered once and stay one tensor, as ``save_pretrained`` expects.
+    """
+    owner = {name: id(p) for name, p in model.named_parameters(remove_duplicate=False)}  # tied names share one
+    gathered: dict[object, torch.Tensor] = {}
+    out = {}
+    for name, t in model.state_dict().items():
+        key = owner.get(name, name)
+        if key not in gathered:
+            gathered[key] = full_tensor(t)
+        out[name] = gathered[key]
+    return out
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The sharded optimizer's state gathered whole, on CPU, keyed by parameter name (rank 0 only; {} elsewhere)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a state from ``full_optimizer_state`` into this rank's shard of the optimizer (every rank holds it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def launched_by_torchrun() -> bool:
@@ -292,9 +396,14 @@ def describe_failure(exc: BaseException) -> str | None:
     return f"process {os.environ['RANK']}: a collective failed (another process died or stalled): {text[:300]}"
 
 
-def check_world_size(saved: int, dist: Dist) -> None:
-    """Refuse to resume a run with a different number of processes."""
-    if saved != dist.world_size:
+def check_resumable(extra: dict, world_size: int, fsdp: bool = False) -> None:
+    """Refuse to resume a run (``extra``: its checkpoint's) with another number of processes or FSDP setting."""
+    saved, saved_fsdp = extra.get("world_size", 1), extra.get("fsdp", False)
+    if saved != world_size:
         raise UserError(f"cannot resume: the run was trained with {saved} process(es) and this launch has "
-                        f"{dist.world_size}; relaunch with --nproc {saved} (prompt shares and RNG streams depend "
+                        f"{world_size}; relaunch with --nproc {saved} (prompt shares and RNG streams depend "
                         "on the world size)")
+    if saved_fsdp != fsdp:
+        raise UserError(f"cannot resume: the run was trained with dist.fsdp={str(saved_fsdp).lower()} and this "
+                        f"launch has dist.fsdp={str(fsdp).lower()} (the optimizer state is saved differently); "
+                        f"relaunch with dist.fsdp={str(saved_fsdp).lower()}")

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from dashrl.errors import UserError
+from dashrl.train.distributed import local_tensor
 
 MAX_NONFINITE_IN_A_ROW = 3
 NO_SIGNAL_STEPS = 10
@@ -33,9 +34,9 @@ def is_finite(value: float | torch.Tensor) -> bool:
 
 
 def first_nonfinite_parameter(model: torch.nn.Module) -> str | None:
-    """The name of the first parameter holding a NaN or infinity, or None."""
+    """The name of the first parameter holding a NaN or infinity, or None (FSDP: in this process's shard)."""
     for name, param in model.named_parameters():
-        if param.requires_grad and not bool(torch.isfinite(param).all()):
+        if param.requires_grad and not bool(torch.isfinite(local_tensor(param.detach())).all()):
             return name
     return None
 
@@ -59,8 +60,12 @@ class NonFiniteGuard:
                                    f"(last at step {step}); lower train.lr or check the rewards; the last "
                                    "checkpoint on disk is from before the divergence")
 
-    def check_weights(self, model: torch.nn.Module, step: int) -> None:
+    def check_weights(self, model: torch.nn.Module, step: int,
+                      gather: Callable[[str | None], list[str | None]] | None = None) -> None:
+        """Raise if a weight is non-finite; ``gather`` (FSDP) pools every process's finding, so all of them stop."""
         name = first_nonfinite_parameter(model)
+        if gather is not None:
+            name = next((found for found in gather(name) if found is not None), None)
         if name is not None:
             raise TrainingDiverged(f"training diverged: weight {name} became non-finite at step {step}; lower "
                                    "train.lr; the last checkpoint on disk is from before the divergence")

@@ -39,10 +39,11 @@ from dashrl.train.guards import NoSignalWatch, no_signal
 from dashrl.train.resume import intact_checkpoint, read_trainer_state, reconcile_metrics, warn
 from dashrl.train.rundir import check_writable
 from dashrl.train.signals import GracefulStop
-from dashrl.train.distributed import check_world_size, init_distributed, shard
+from dashrl.train.distributed import (check_resumable, full_optimizer_state, full_state_dict, init_distributed,
+                                      load_full_optimizer_state, shard, shard_model)
 from dashrl.models.loading import DTYPES
 from dashrl.models.lora import AdaptersOff
-from dashrl.train.samples import select_samples
+from dashrl.train.samples import step_samples
 from dashrl.train.trainer import Trainer
 
 HEADLINE = ("greedy/pass@1", "sampled/pass@1")
@@ -103,6 +104,7 @@ def prepare(config: Config, resume: bool = False, progress: bool | None = None) 
     if found is not None:
         checkpoint, policy = found
         state = read_trainer_state(checkpoint)
+        check_resumable(state["extra"], dist.world_size, fsdp=config.dist.fsdp and dist.enabled)
         rows = reconcile_metrics(run_dir / "metrics.jsonl", state["step"], state["extra"].get("row"))
     else:
         if resume and dist.is_main:
@@ -115,7 +117,13 @@ def prepare(config: Config, resume: bool = False, progress: bool | None = None) 
         reference = AdaptersOff(policy)
     elif config.algo.beta > 0:  # only then is a reference model loaded
         reference = load_model(model_path, config.model.dtype).to(dist.device).eval().requires_grad_(False)
-    engine = make_engine(config, model_path, policy, tokenizer, resumed=checkpoint is not None, rank=dist.rank)
+    fsdp = config.dist.fsdp and dist.enabled  # (ignored with one process)
+    engine = make_engine(config, model_path, policy, tokenizer, resumed=checkpoint is not None, rank=dist.rank,
+                         may_share=not fsdp)  # FSDP: the engine keeps its own whole copy
+    if fsdp:
+        policy = shard_model(policy, dist)
+        if reference is not None:
+            reference = shard_model(reference, dist)
     trainer = Trainer(config, policy, tokenizer, engine, task, reference, dist)
     check_prompt_lengths(policy, tokenizer, trainer.format_prompt, config.sampling.max_new_tokens,
                          run_problems(task, config))
@@ -158,8 +166,9 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
     resume_step = None
     with clock.stage("setup"):
         if setup.resume_from is not None:
-            state = load_trainer_state(setup.resume_from, trainer.optimizer, trainer.scheduler)
-            check_world_size(state["extra"].get("world_size", 1), dist)
+            load_sharded = (lambda saved: load_full_optimizer_state(trainer.policy, trainer.optimizer, saved)
+                            ) if dist.fsdp else None
+            state = load_trainer_state(setup.resume_from, trainer.optimizer, trainer.scheduler, load_sharded)
             if "rng_by_rank" in state["extra"]:  # every process continues its own random stream
                 restore_rng_states(state["extra"]["rng_by_rank"][dist.rank])
             resume_step = trainer.step = state["step"]
@@ -177,12 +186,17 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
     def checkpoint(row: dict) -> None:
         """Save the current step with its metrics row inside, so that the row survives any kill."""
         rng_by_rank = dist.gather(rng_states())
+        model_state = optimizer_state = None
+        if dist.fsdp:  # every process sends its shards; process 0 writes the whole states
+            model_state = full_state_dict(trainer.policy)
+            optimizer_state = full_optimizer_state(trainer.policy, trainer.optimizer)
         if dist.is_main:
             save_checkpoint(log.dir, trainer.step, trainer.policy, trainer.tokenizer, trainer.optimizer,
                             trainer.scheduler, {"wall_seconds": wall(), "stage_seconds": clock.totals(),
-                                                "world_size": dist.world_size, "rng_by_rank": rng_by_rank,
-                                                "row": make_row(trainer.step, row)},
-                            keep_last=config.log.keep_last, dtype=checkpoint_dtype)
+                                                "world_size": dist.world_size, "fsdp": dist.fsdp,
+                                                "rng_by_rank": rng_by_rank, "row": make_row(trainer.step, row)},
+                            keep_last=config.log.keep_last, dtype=checkpoint_dtype, model_state=model_state,
+                            optimizer_state=optimizer_state)
 
     watch = NoSignalWatch(say=lambda line: tqdm.write(line, file=sys.stderr) if dist.is_main else None)
     saved_step = resume_step  # the step whose checkpoint is on disk
@@ -226,8 +240,11 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
                                          "eval after RL" if last else f"eval at step {step}"))
                 metrics["time/evaluation"] = time.perf_counter() - t_eval
             with clock.stage("logging"):
-                if log and config.log.samples_every and (step % config.log.samples_every == 0 or step == 1):
-                    log.write_samples(step, select_samples(trainer.records, config.algo.group_size))
+                if config.log.samples_every and (step % config.log.samples_every == 0 or step == 1):
+                    # the step's first groups, whichever processes sampled them
+                    records = step_samples(trainer.records, config.algo.group_size, dist.gather_list)
+                    if log:
+                        log.write_samples(step, records)
             if last or interrupted or (config.log.save_every and step % config.log.save_every == 0):
                 t_ckpt = time.perf_counter()
                 with clock.stage("checkpoint"):

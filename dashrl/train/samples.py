@@ -21,6 +21,12 @@ def select_samples(records: list[dict], group_size: int, prompts: int = SAMPLE_P
     return records[: prompts * group_size]
 
 
+def step_samples(records: list[dict], group_size: int, gather=None) -> list[dict]:
+    """``select_samples`` over every process's records (``gather``: a list's concatenation over processes)."""
+    mine = select_samples(records, group_size)
+    return select_samples(gather(mine), group_size) if gather is not None else mine
+
+
 def as_text(step: int, rows: list[dict]) -> str:
     """Markdown for TensorBoard / W&B: each prompt once, then its completions with reward and advantage."""
     lines, last_prompt = [f"### step {step}"], None

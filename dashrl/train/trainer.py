@@ -13,7 +13,10 @@ Weights reach the engine once per sampled batch, after its last update.
 With N processes (``dashrl.train.distributed``) each samples its share of the
 prompts, kept samples are rebalanced by tokens across processes after the
 filter, and the normaliser's counts and the gradients are summed over processes
-before the step; with one process those calls do nothing.
+before the step; with one process those calls do nothing. With FSDP
+(``dist.fsdp``) every process runs the same number of forward / backward
+passes (zero-weight idle passes fill in) and the gradients are reduce-scattered
+on the update's last pass.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from dashrl.tasks.prompts import prompt_formatter
 from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, pack_by_tokens, split_rows
 from dashrl.rollout.factory import push_weights
-from dashrl.train.distributed import Dist, Rebalanced, rebalance, shard
+from dashrl.train.distributed import (Dist, Rebalanced, full_state_dict, full_tensor, rebalance, set_gradient_sync,
+                                      shard)
 from dashrl.train.guards import NonFiniteGuard, TrainingDiverged, is_finite
 
 
@@ -106,6 +110,8 @@ class Trainer:
         self.stream = task.train_stream(config.task.train_seed)
         self.guard = NonFiniteGuard()  # non-finite loss / gradient / weights (dashrl.train.guards)
         self._reward_errors = 0  # completions whose user reward raised, this step
+        self._idle_passes = 0  # FSDP: zero-weight passes run to match the other processes', this step
+        self._unsynced = False  # FSDP: gradients accumulated but not yet reduce-scattered
 
     # ------------------------------------------------------------------ step
 
@@ -124,35 +130,37 @@ class Trainer:
         kept: list[Sample] = []  # those that pass the gradient filter, replayed when K > 1
         dropped = UpdateStats()  # what filtered samples add to the normaliser ("all")
         stats = UpdateStats()
-        self._reward_errors = 0
+        self._reward_errors = self._idle_passes = 0
         balance: list[Rebalanced] = []
         self.records, self._terms = [], {}
         mine = shard(problems, self.dist.rank, self.dist.world_size)  # this process's prompts, whole groups
-        for round_calls in generation_rounds(mine, self.cfg.algo.group_size, self.generation_batch_size):
+        rounds = generation_rounds(mine, self.cfg.algo.group_size, self.generation_batch_size)
+        for r, round_calls in enumerate(rounds):
             groups = self._sample(round_calls, timer)
             new = self._score(groups, timer)
             train_rows = self._filter(new, dropped)  # before any forward pass
             train_rows = self._rebalance(train_rows, balance, timer)  # even tokens over processes
-            for rows in self._micro_batches(train_rows):
-                self._accumulate(rows, first_pass=True, stats=stats, timer=timer)
+            self._backprop(self._micro_batches(train_rows), True, stats, timer, last=r == len(rounds) - 1)
             scored += new
             kept += train_rows
-        mismatch = _mismatch_metrics(stats)
+        mismatch = _mismatch_metrics(self._pooled_mismatch(stats))
         updates = [self._optimizer_step(stats, dropped, timer)]
         for _ in range(1, self.cfg.algo.updates_per_batch):
             stats = UpdateStats()
-            for rows in self._micro_batches(kept):
-                self._accumulate(rows, first_pass=False, stats=stats, timer=timer)
+            self._backprop(self._micro_batches(kept), False, stats, timer, last=True)
             updates.append(self._optimizer_step(stats, dropped, timer))
         if any(not u["optimizer/skipped"] for u in updates):  # unchanged weights need no sync
-            self.guard.check_weights(self.policy, self.step + 1)  # before the engine or a checkpoint sees them
+            # before the engine or a checkpoint sees them (FSDP: each process checks its shard, all hear of any)
+            self.guard.check_weights(self.policy, self.step + 1, gather=self.dist.gather if self.dist.fsdp else None)
             if not getattr(self.engine, "shares_policy", False):  # a shared engine generates with the policy itself
                 with timer.stage("weight_sync"):
-                    push_weights(self.engine, self.policy)  # LoRA merged in, or the adapter alone
+                    gathered = full_state_dict(self.policy) if self.dist.fsdp else None  # FSDP: the whole weights
+                    push_weights(self.engine, self.policy, gathered)  # LoRA merged in, or the adapter alone
         self.step += 1
         terms = {f"reward/{k}": sum(v) / len(v) for k, v in self._terms.items()} if self.cfg.task.rewards else {}
+        idle = {"dist/idle_passes": self.dist.all_sum([self._idle_passes])[0]} if self.dist.fsdp else {}
         return {**self._sample_metrics(scored, kept), **terms, **_mean_dicts(updates), **mismatch,
-                **_balance_metrics(balance), "reward/errors": self._reward_errors, **timer.reset()}
+                **_balance_metrics(balance), **idle, "reward/errors": self._reward_errors, **timer.reset()}
 
     def _filter(self, samples: list[Sample], dropped: UpdateStats) -> list[Sample]:
         """Gradient filtering: keep samples with |A| > tau; count the rest for the normaliser."""
@@ -225,6 +233,36 @@ class Trainer:
     def _logprobs(self, model, mb: MicroBatch) -> torch.Tensor:
         return completion_logprobs(model, mb, self.cfg.sampling.temperature)
 
+    def _backprop(self, batches: list[list[Sample]], first_pass: bool, stats: UpdateStats, timer: StageTimer,
+                  last: bool) -> None:
+        """Forward + backward each micro-batch (``last``: they end the update's passes).
+
+        With FSDP every process runs as many passes as the busiest one (its
+        missing ones are idle passes), and gradients are reduce-scattered in
+        the update's last pass only (FSDP's no_sync accumulation).
+        """
+        passes = self.dist.most(len(batches)) if self.dist.fsdp else len(batches)
+        for i in range(passes):
+            if self.dist.fsdp:
+                sync = last and i == passes - 1
+                set_gradient_sync(self.policy, sync)
+                self._unsynced = not sync
+            if i < len(batches):
+                self._accumulate(batches[i], first_pass=first_pass, stats=stats, timer=timer)
+            else:
+                self._idle_pass(first_pass and self.cfg.algo.beta > 0, timer)
+
+    def _idle_pass(self, reference: bool, timer: StageTimer) -> None:
+        """FSDP: a zero-weight forward + backward of one pad token, so that this process joins the others' collectives."""
+        pad = self.tokenizer.pad_token_id
+        mb = collate([Sample("", (pad,), (pad,), 0.0, 0.0)], pad).to(self.device)
+        with timer.stage("forward_backward"):
+            if reference:  # the reference model is sharded too
+                with torch.no_grad():
+                    self._logprobs(self.reference, mb)
+            (self._logprobs(self.policy, mb).sum() * 0.0).backward()
+        self._idle_passes += 1
+
     def _accumulate(self, rows: list[Sample], first_pass: bool, stats: UpdateStats, timer: StageTimer) -> None:
         """Forward + backward one micro-batch, adding its gradient and stats to the step's."""
         algo = self.cfg.algo
@@ -269,6 +307,10 @@ class Trainer:
         step is skipped (and logged); the lr schedule still advances.
         """
         lr = self.scheduler.get_last_lr()[0]
+        if self._unsynced:  # FSDP: the update's last round had no pass to reduce-scatter the gradients in
+            set_gradient_sync(self.policy, True)
+            self._idle_pass(False, timer)
+            self._unsynced = False
         stats, dropped = self._summed_over_processes(stats, dropped)
         if stats.rows == 0:
             with warnings.catch_warnings():  # stepping the schedule alone is intended here
@@ -279,11 +321,12 @@ class Trainer:
         norm = step_normalizer(self.cfg.algo.loss_agg, stats.rows + dropped.rows, stats.tokens + dropped.tokens,
                                stats.micro_batches + dropped.micro_batches, self.cfg.sampling.max_new_tokens)
         with timer.stage("optimizer"):
-            self.dist.all_reduce_grads(self.policy.parameters())  # sum over processes (nothing with one)
+            if not self.dist.fsdp:  # (FSDP reduce-scattered them as a sum in the last backward pass)
+                self.dist.all_reduce_grads(self.policy.parameters())  # sum over processes (nothing with one)
             for p in self.policy.parameters():
                 if p.grad is not None:
                     p.grad.div_(norm)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.max_grad_norm)
+            grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.train.max_grad_norm))
             finite = is_finite(grad_norm) and is_finite(stats.loss_numerator)
             self.guard.record(finite, self.step + 1)
             if not finite:  # skip it: drop the gradients, keep the weights (the schedule still advances)
@@ -312,6 +355,15 @@ class Trainer:
         names = list(vars(UpdateStats()))
         totals = iter(self.dist.all_sum([getattr(p, n) for p in parts for n in names]))
         return [UpdateStats(*(type(getattr(p, n))(next(totals)) for n in names)) for p in parts]
+
+    def _pooled_mismatch(self, stats: UpdateStats) -> UpdateStats:
+        """The first pass's trainer / engine log-prob gap over every process's trained tokens."""
+        if not self.dist.enabled:
+            return stats
+        abs_sum, kl_sum, tokens = self.dist.all_sum([stats.mismatch_abs_sum, stats.mismatch_kl_sum,
+                                                     stats.mismatch_tokens])
+        return UpdateStats(mismatch_abs_sum=abs_sum, mismatch_abs_max=max(self.dist.gather(stats.mismatch_abs_max)),
+                           mismatch_kl_sum=kl_sum, mismatch_tokens=tokens)
 
     # -------------------------------------------------------------- metrics
 

@@ -19,7 +19,7 @@ import torch
 from dashrl.config import load_config
 from dashrl.tasks.base import Problem
 from dashrl.train.batch import Sample
-from dashrl.train.distributed import rebalance
+from dashrl.train.distributed import full_tensor, rebalance
 from dashrl.train.run import prepare
 
 # (loss_agg, filter_tau, filter_normalize, K, skewed): skewed samples make rebalancing move samples,
@@ -27,6 +27,13 @@ from dashrl.train.run import prepare
 CASES = [(agg, tau, norm, k, False) for agg in ("grpo", "bnpo", "dr_grpo", "dapo")
          for tau, norm in ((None, "all"), (0.0, "all"), (0.0, "kept")) for k in (1, 2)]
 CASES += [(agg, 0.0, "all", k, True) for agg in ("grpo", "dr_grpo", "dapo") for k in (1, 2)]
+# The same comparison with the policy and reference sharded by FSDP2 (dist.fsdp=true on 2 processes;
+# ignored by the 1-process run): (..., extra overrides). With micro-batches of 1 and no rebalancing
+# rank 0 trains 2 micro-batches and rank 1 four, so rank 0 runs 2 idle passes; with engine calls of one
+# group each process's last round is all filtered, so the gradients wait for a flush pass.
+FSDP_CASES = [(agg, 0.0, "all", 2, False, ()) for agg in ("grpo", "bnpo", "dr_grpo", "dapo")]
+FSDP_CASES += [("dapo", 0.0, "all", 1, True, ("dist.rebalance=false", "train.micro_batch_size=1")),
+               ("grpo", 0.0, "kept", 1, False, ("train.generation_batch_size=2", "algo.beta=0.1"))]
 G = 2
 
 
@@ -50,22 +57,38 @@ def samples_for(skewed: bool) -> dict[str, list[Sample]]:
     }
 
 
-def run_case(model_dir: str, run_dir: str, case) -> tuple[list[torch.Tensor], dict]:
-    agg, tau, norm, k, skewed = case
+def run_case(model_dir: str, run_dir: str, case, fsdp: bool = False) -> tuple[list[torch.Tensor], dict]:
+    agg, tau, norm, k, skewed, *rest = case
+    extra = [*(rest[0] if rest else ()), *(["dist.fsdp=true"] if fsdp else [])]
     cfg = load_config(overrides=[
         f"model.path={model_dir}", f"log.run_dir={run_dir}", f"algo.group_size={G}", "algo.prompts_per_step=4",
         "train.micro_batch_size=2", "sampling.max_new_tokens=16", f"algo.loss_agg={agg}",
         f"algo.filter_tau={'null' if tau is None else tau}", f"algo.filter_normalize={norm}",
-        f"algo.updates_per_batch={k}", "algo.clip_eps_low=0.2", "train.max_grad_norm=1e9", "dist.timeout_s=60"])
+        f"algo.updates_per_batch={k}", "algo.clip_eps_low=0.2", "train.max_grad_norm=1e9", "dist.timeout_s=60",
+        *extra])
     trainer = prepare(cfg, progress=False).trainer
     trainer.optimizer = torch.optim.SGD(trainer.policy.parameters(), lr=0.5)  # change = -0.5 x gradient
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda step: 1.0)
     fixed = samples_for(skewed)
     trainer._sample = lambda calls, timer: [(p, []) for prompts, _ in calls for p in prompts]
-    trainer._score = lambda groups, timer: [copy.deepcopy(s) for p, _ in groups for s in fixed[p.id]]
-    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    trainer._score = lambda groups, timer: [with_engine_logp(copy.deepcopy(s)) for p, _ in groups for s in fixed[p.id]]
+    before = [full_tensor(p.detach()).clone() for p in trainer.policy.parameters()]  # FSDP: gathered whole
     metrics = trainer.train_step(problems())
-    return [p.detach() - b for p, b in zip(trainer.policy.parameters(), before)], metrics
+    return [full_tensor(p.detach()) - b for p, b in zip(trainer.policy.parameters(), before)], metrics
+
+
+def with_engine_logp(sample: Sample) -> Sample:
+    """The engine's sampling log-probs, made up and distinct per token, so the mismatch metrics have a gap to pool."""
+    sample.engine_logp = -0.1 * torch.arange(1, len(sample.completion_ids) + 1, dtype=torch.float) - sample.advantage
+    return sample
+
+
+def gathered_samples(dist) -> list[str]:
+    """samples.jsonl's groups when each process sampled one group (G rows) of its own."""
+    from dashrl.train.samples import step_samples
+
+    mine = [{"id": f"rank{dist.rank}"} for _ in range(G)]
+    return [row["id"] for row in step_samples(mine, G, dist.gather_list)]
 
 
 def exchange(dist) -> list[tuple[str, int, bool, bool]]:
@@ -97,10 +120,14 @@ def main(model_dir: str, out_dir: str) -> None:
     results = {}
     for case in CASES:
         results[case], results[(case, "metrics")] = run_case(model_dir, str(out / "run"), case)
+    for case in FSDP_CASES:
+        results[("fsdp", case)], results[("fsdp", case, "metrics")] = run_case(model_dir, str(out / "run"), case,
+                                                                             fsdp=True)
     dist = prepare(load_config(overrides=[f"model.path={model_dir}", f"log.run_dir={out / 'run'}"]),
                    progress=False).trainer.dist
     results["exchange"] = exchange(dist)
     results["grads"] = sum_grads(dist)
+    results["samples"] = gathered_samples(dist)
     torch.save(results, out / f"rank{dist.rank}.pt")
     dist.close()
 

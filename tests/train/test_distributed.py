@@ -118,7 +118,8 @@ def test_two_process_gradient_equals_one_process(case, two_process_results, tiny
         for a, b in zip(alone, together):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-7), (rank, (a - b).abs().max().item())
     m2 = two_process_results[0][(case, "metrics")]
-    for key in ("reward/mean", "filter/dropped_frac", "tokens/trained", "loss", "grad_norm"):
+    for key in ("reward/mean", "filter/dropped_frac", "tokens/trained", "loss", "grad_norm", "mismatch/abs_mean",
+                "mismatch/abs_max", "mismatch/kl"):
         assert m2[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-7), key
     skewed = case[4]
     if skewed:  # rank 0 kept 28 tokens, rank 1 18: one 5-token sample moves, 23 / 23
@@ -126,6 +127,27 @@ def test_two_process_gradient_equals_one_process(case, two_process_results, tiny
         assert m2["dist/imbalance_before"] == pytest.approx(28 / 23) and m2["dist/imbalance_after"] == 1.0
     else:
         assert m2["dist/moved_samples"] == 0
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("case", dist_worker.FSDP_CASES, ids=lambda c: "-".join(map(str, c[:5])) + "-" + "-".join(c[5]))
+def test_fsdp_two_process_gradient_equals_one_process(case, two_process_results, tiny_model_dir, tmp_path):
+    alone, metrics = dist_worker.run_case(str(tiny_model_dir), str(tmp_path / "run"), case)
+    assert max(d.abs().max().item() for d in alone) > 1e-4
+    for rank in range(2):
+        for a, b in zip(alone, two_process_results[rank][("fsdp", case)]):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-7), (rank, (a - b).abs().max().item())
+    m2 = two_process_results[0][("fsdp", case, "metrics")]
+    for key in ("reward/mean", "filter/dropped_frac", "tokens/trained", "loss", "grad_norm"):
+        assert m2[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-7), key
+    # idle passes: rank 0's 2 micro-batches against rank 1's 4; one flush pass each when the last round is empty
+    expected = {"dist.rebalance=false": 2, "train.generation_batch_size=2": 2}
+    assert m2["dist/idle_passes"] == next((n for key, n in expected.items() if key in case[5]), 0)
+
+
+@pytest.mark.dist
+def test_samples_jsonl_takes_the_first_groups_of_every_process(two_process_results):
+    assert two_process_results[0]["samples"] == ["rank0"] * dist_worker.G + ["rank1"] * dist_worker.G
 
 
 @pytest.mark.dist

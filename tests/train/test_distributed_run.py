@@ -47,11 +47,13 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(model_dir / "model.safetensors")
 
 
-def test_two_processes_write_metrics_and_checkpoints_and_resume_exactly(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "fsdp"])
+def test_two_processes_write_metrics_and_checkpoints_and_resume_exactly(fsdp, tiny_model_dir, tmp_path):
     run = tmp_path / "run"
+    sharding = ["dist.fsdp=true", "algo.beta=0.05"] if fsdp else []  # FSDP: the reference is sharded too
     code, out, err = finish(dashrl("train", "--nproc", "2", "--no-progress", f"model.path={tiny_model_dir}",
                                    f"log.run_dir={run}", "train.steps=3", "log.save_every=1", "log.keep_last=2",
-                                   "algo.filter_tau=null", *FAST))
+                                   "algo.filter_tau=null", *FAST, *sharding))
     assert code == 0, err[-3000:]
     assert out.count("before RL") == 1  # only process 0 prints the summary
     full = rows(run)
@@ -64,7 +66,10 @@ def test_two_processes_write_metrics_and_checkpoints_and_resume_exactly(tiny_mod
     ckpts = run / "checkpoints"
     state = torch.load(ckpts / "step_000003" / "trainer_state.pt", weights_only=False)
     assert state["extra"]["world_size"] == 2 and len(state["extra"]["rng_by_rank"]) == 2
+    assert state["extra"]["fsdp"] == fsdp
     final = weights(ckpts / "step_000003" / "model")
+    assert set(final) == set(weights(tiny_model_dir)) and all(not t.isnan().any() for t in final.values())
+    assert final["model.norm.weight"].shape == weights(tiny_model_dir)["model.norm.weight"].shape  # whole, not a shard
 
     # go back to step 2 and redo step 3: same metrics, same weights
     shutil.rmtree(ckpts / "step_000003")
@@ -78,8 +83,11 @@ def test_two_processes_write_metrics_and_checkpoints_and_resume_exactly(tiny_mod
     redone = weights(ckpts / "step_000003" / "model")
     assert all(torch.allclose(final[k], redone[k], atol=1e-6) for k in final)
 
-    # one process cannot continue a 2-process run
+    # one process cannot continue a 2-process run, nor 2 processes with FSDP switched
     assert main(["train", "--no-progress", "--resume", str(run), "train.steps=4"]) == 2
+    code, _, err = finish(dashrl("train", "--nproc", "2", "--no-progress", "--resume", str(run), "train.steps=4",
+                                 f"dist.fsdp={str(not fsdp).lower()}"))
+    assert code != 0 and f"trained with dist.fsdp={str(fsdp).lower()}" in err, err[-2000:]
 
 
 def _child_with_rank(parent: int, rank: int) -> int:
