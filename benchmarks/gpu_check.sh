@@ -5,7 +5,8 @@
 # when this was written). model.device defaults to auto, so everything below runs on the GPU.
 #   1. the default suite's end-to-end tests (CLI, trainer, run budget) on the GPU
 #   2. DASH on the testbed for 20 steps in bfloat16 on one GPU
-#   3. with 2+ GPUs: the same with 2 processes on NCCL (one GPU each), and the multi-process tests
+#   3. with 2+ GPUs: the same with 2 processes on NCCL (one GPU each), replicated and FSDP2-sharded,
+#      and the multi-process tests
 # Each run's metrics.jsonl and summary.json land in OUT_DIR (default runs/gpu_check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +22,10 @@ STEPS="train.steps=20 eval.num_problems=256 eval.every=0 model.dtype=bfloat16"
 $PY -m dashrl train --no-progress configs/bench.yaml $STEPS log.run_dir="$OUT/1gpu"
 if [ "$GPUS" -ge 2 ]; then
   $PY -m dashrl train --nproc 2 --no-progress configs/bench.yaml $STEPS log.run_dir="$OUT/2gpu"
+  $PY -m dashrl train --nproc 2 --no-progress configs/bench.yaml $STEPS dist.fsdp=true log.run_dir="$OUT/2gpu_fsdp"
   $PY -m pytest -q -m dist tests/train/test_distributed.py tests/train/test_distributed_run.py
 fi
-for run in "$OUT"/*gpu; do
+for run in "$OUT"/*gpu*; do
   $PY - "$run" <<'EOF'
 import json, sys
 s = json.load(open(f"{sys.argv[1]}/summary.json"))

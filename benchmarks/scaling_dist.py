@@ -13,6 +13,9 @@
    fewer tokens than process 0 (a skew made on purpose, so that the effect is
    visible). Step time and the logged imbalance (max / mean tokens over
    processes) before and after rebalancing.
+3. 2 processes with the model sharded by FSDP2 (``dist.fsdp=true``): what the
+   per-pass all-gathers, idle passes and gathered weight syncs cost next to
+   replicated weights, on a model small enough not to need sharding.
 
 Each configuration is its own run directory under --runs; results.json and
 results.md (in --out) summarise them. The configurations run --repeats times in
@@ -77,7 +80,7 @@ def _run(name: str, command: list[str], run_dir: Path, env: dict) -> dict:
         "wall_seconds_with_startup": time.perf_counter() - start,
     }
     for key in ("dist/imbalance_before", "dist/imbalance_after", "time/rebalance", "time/forward_backward",
-                "time/generation", "filter/dropped_frac"):
+                "time/generation", "time/weight_sync", "filter/dropped_frac", "dist/idle_passes"):
         values = [r[key] for r in steps if key in r]
         if values:
             result[key] = sum(values) / len(values)
@@ -114,6 +117,7 @@ def main() -> None:
         "1proc_x_2threads": dashrl + ["dist.threads_per_process=2"],
         "1proc_x_1thread": dashrl + ["dist.threads_per_process=1"],  # control: what one core does alone
         "2procs_x_1thread": dashrl[:4] + ["--nproc", "2"] + dashrl[4:],
+        "2procs_fsdp": dashrl[:4] + ["--nproc", "2"] + dashrl[4:] + ["dist.fsdp=true"],
         "skewed_rebalance_on": torchrun + ["dist.rebalance=true"],
         "skewed_rebalance_off": torchrun + ["dist.rebalance=false"],
     }
@@ -130,12 +134,13 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     note = (f"`python benchmarks/scaling_dist.py --steps {args.steps} --prompts {args.prompts} --repeats {args.repeats}`"
             f" on {os.cpu_count()} CPU cores; 1-minute load average {load_before:.1f} at the start and "
-            f"{os.getloadavg()[0]:.1f} at the end (other jobs shared the machine). Means of {args.repeats} runs "
+            f"{os.getloadavg()[0]:.1f} at the end. Means of {args.repeats} runs "
             "per row, run in alternating order; skewed = process 1 zeroes the rewards of 3 of 4 of its prompts.\n\n")
-    lines = ["| run | s/step | generated tok/s | trained tok/s | imbalance before | after | rebalance s/step |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| run | s/step | forward/backward s/step | generated tok/s | trained tok/s | imbalance before | after "
+             "| rebalance s/step |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['name']} | {r['s_per_step']:.2f} | {r['generated_tok_s']:.0f} | {r['trained_tok_s']:.0f} | "
+        lines.append(f"| {r['name']} | {r['s_per_step']:.2f} | {r.get('time/forward_backward', float('nan')):.3f} | "
+                     f"{r['generated_tok_s']:.0f} | {r['trained_tok_s']:.0f} | "
                      f"{r.get('dist/imbalance_before', float('nan')):.2f} | "
                      f"{r.get('dist/imbalance_after', float('nan')):.2f} | {r.get('time/rebalance', 0.0):.3f} |")
     (out / "results.md").write_text(note + "\n".join(lines) + "\n")

@@ -68,9 +68,12 @@ def _check_gguf_file(path: Path) -> None:
             raise UserError(f"model path {path} is not a GGUF file (its header does not start with 'GGUF')")
 
 
+TESTBED_MODELS = ("testbed", "testbed-study")  # built-in bases: the demo's, and the study's (half the space)
+
+
 def resolve_model_path(path: str, progress: bool = True) -> str:
     """'testbed' / 'smollm2' -> the cached model (built / fetched on first use); else ``path``, checked."""
-    if path in ("testbed", "testbed-study"):
+    if path in TESTBED_MODELS:
         from dashrl.testbed.pretrain import STUDY_BASE, PretrainSpec, ensure_base_checkpoint
 
         spec = STUDY_BASE if path == "testbed-study" else PretrainSpec()

@@ -64,7 +64,7 @@ TESTBED_STUDY = {
     "model": {"path": "testbed-study"},
     "task": {"name": "testbed"},
     "algo": {"prompts_per_step": 32, "group_size": 8, "beta": 0.0, "filter_tau": 0.0},
-    "train": {"steps": 30, "lr": 2.0e-4, "micro_batch_size": 64},
+    "train": {"steps": 100, "lr": 2.0e-4, "micro_batch_size": 64},
     "sampling": {"max_new_tokens": 64},
     "eval": {"num_problems": 512, "samples": 0, "ks": [1], "every": 0},
     "sft": {"teacher": "testbed-teacher", "teacher_samples": 4, "num_prompts": 512, "batch_size": 64},

@@ -31,6 +31,7 @@ import yaml
 from dashrl.bench import SAMPLING_STAGES, UPDATE_STAGES, curve_vs_seconds, stage_seconds
 from dashrl.config import Config
 from dashrl.study import plots
+from dashrl.models.loading import TESTBED_MODELS
 from dashrl.study.findings import LABELS, TESTBED_FIDELITY, Finding, Outcome, findings
 from dashrl.study.presets import SFT_PRESETS, Job, describe
 from dashrl.study.rundir import BASE, STUDY_EVAL, load_run
@@ -302,6 +303,11 @@ def sources_table(data: dict[str, list[Run]]) -> Table:
 # ---------------------------------------------------------------- the whole report
 
 
+def fidelity_notes(config: Config) -> dict[int, str] | None:
+    """Where each finding's setting is and is not like the paper's: known for the built-in testbeds only."""
+    return TESTBED_FIDELITY if config.model.path in TESTBED_MODELS and config.task.name == "testbed" else None
+
+
 def build(config: Config, out_dir: Path, jobs: list[Job]) -> dict:
     """Gather, compute findings, draw plots; returns the report's content (also written as report.json)."""
     data = gather(out_dir, jobs)
@@ -309,8 +315,7 @@ def build(config: Config, out_dir: Path, jobs: list[Job]) -> dict:
         return {"tables": [], "findings": [], "plots": [], "header": ["No finished runs yet."], "outcomes": {}}
     problems = data[BASE][0].study_eval["in_distribution"]["problems"]
     outcomes = {name: outcome(name, runs, problems) for name, runs in data.items()}
-    testbed = config.model.path == "testbed" and config.task.name == "testbed"
-    found = findings(outcomes, TESTBED_FIDELITY if testbed else None)
+    found = findings(outcomes, fidelity_notes(config))
     tables = [accuracy_table(data), time_table(data), ppo_table(data), kl_table(data), passk_table(data),
               methods_table(data)]
     tables = [t for t in tables if t.rows]  # e.g. no PPO table in a study without PPO variants

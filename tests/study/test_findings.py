@@ -181,3 +181,13 @@ def test_report_shows_the_fidelity_note_under_each_finding():
     assert "1. RL beats SFT: reproduced (a vs b)  \n   *Testbed vs paper:* Like the paper: x. Unlike it: y." in md
     assert md.count("Testbed vs paper") == 1
     assert "Testbed vs paper: Like the paper: x. Unlike it: y.</span>" in render_html("t", content, Path("."))
+
+
+def test_the_study_base_and_the_demo_base_both_get_the_testbed_notes():
+    from dashrl.config import load_config
+    from dashrl.study.report import fidelity_notes
+
+    for path in ("testbed", "testbed-study"):
+        assert fidelity_notes(load_config(overrides=[f"model.path={path}"])) is TESTBED_FIDELITY
+    assert fidelity_notes(load_config(overrides=["model.path=/some/model"])) is None
+    assert fidelity_notes(load_config(overrides=["task.name=rg:chain_sum"])) is None
