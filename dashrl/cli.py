@@ -237,9 +237,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_sft(args: argparse.Namespace) -> int:
     from dashrl.config import load_config
     from dashrl.train.run import format_summary
-    from dashrl.train.sft import prepare_sft, train_sft
-
     from dashrl.train.rundir import check_run_dir, clear_run_dir
+    from dashrl.train.sft import prepare_sft, train_sft
+    from dashrl.train.signals import exit_code
 
     config_path, overrides = _split_args(args.items)
     config = load_config(config_path, overrides)
@@ -252,6 +252,12 @@ def cmd_sft(args: argparse.Namespace) -> int:
     summary = train_sft(setup, progress=progress)
     print(format_summary(summary).replace("before RL", "before SFT").replace("after RL", "after SFT"))
     print(f"run directory: {config.log.run_dir}")
+    if summary.get("interrupted"):
+        name = summary["interrupted"]
+        print(f"dashrl: {name}: SFT stopped after step {summary.get('steps', 0)} of {config.train.steps}; the model "
+              f"trained so far is in {config.log.run_dir}/checkpoints (SFT runs do not resume: rerun to redo it)",
+              file=sys.stderr)
+        return exit_code(signal.Signals[name])
     return 0
 
 

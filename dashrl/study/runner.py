@@ -171,7 +171,7 @@ def _train(config: Config, kind: str, progress: bool) -> None:
     if kind == "sft":
         from dashrl.train.sft import prepare_sft, train_sft
 
-        train_sft(prepare_sft(config, progress=progress), progress=progress)
+        raise_if_interrupted(train_sft(prepare_sft(config, progress=progress), progress=progress))
     else:
         from dashrl.train.run import prepare, train
 

@@ -21,6 +21,9 @@ shuffled order, ``sft.batch_size`` examples per optimizer step. Teacher sampling
 and verification are charged to the first step (stages ``generation`` and
 ``reward``), so the run's time tables include them. No mid-run resume: a run
 is started from the beginning (``dashrl study`` re-runs an unfinished one).
+SIGTERM, SIGINT or SIGHUP (``dashrl.train.signals``) end the run after the
+current step: that step's model is checkpointed and the summary is marked
+``interrupted``, so the model trained so far is kept.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from dashrl.tasks.prompts import PromptFormatter, prompt_formatter, raw_prompt
 from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, split_rows
 from dashrl.train.checkpoint import save_checkpoint
+from dashrl.train.signals import GracefulStop
 from dashrl.models.lora import plain_copy, plain_state_dict
 from dashrl.train.trainer import completion_logprobs
 
@@ -275,17 +279,38 @@ def train_sft(setup: SFTSetup, progress: bool = True) -> dict:
     log = RunLog(Path(cfg.log.run_dir), cfg)
     eval_problems = setup.task.eval_problems(cfg.eval.num_problems, cfg.task.eval_seed)
     data_timer = StageTimer()
-    examples, data_stats = build_examples(setup, data_timer, progress)
-    log.log(0, {**_eval(setup, eval_problems, progress, "eval before SFT"), **data_stats, "wall_seconds": time.perf_counter() - start})
+    with GracefulStop() as stop:  # a signal ends the run after the current step (or before the first)
+        examples, data_stats = build_examples(setup, data_timer, progress)
+        log.log(0, {**_eval(setup, eval_problems, progress, "eval before SFT"), **data_stats,
+                    "wall_seconds": time.perf_counter() - start})
+        optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad],
+                                      lr=cfg.sft.lr or cfg.train.lr, betas=cfg.train.adam_betas,
+                                      weight_decay=cfg.train.weight_decay)
+        scheduler = get_scheduler("constant_with_warmup" if cfg.train.lr_schedule == "constant"
+                                  else cfg.train.lr_schedule, optimizer, num_warmup_steps=cfg.train.warmup_steps,
+                                  num_training_steps=cfg.train.steps)
+        data = batches(examples, cfg.sft.batch_size, cfg.train.seed)
+        bar = tqdm(total=cfg.train.steps, desc="SFT", disable=not progress, dynamic_ncols=True)
+        interrupted = _sft_loop(setup, log, optimizer, scheduler, data, data_timer, eval_problems, bar, start,
+                                stop, progress)
+        bar.close()
+    summary = summarize(log.read_metrics(), time.perf_counter() - start)
+    summary["sft"] = {"source": cfg.sft.source, "teacher": setup.teacher_path, **data_stats}
+    if interrupted:
+        summary["interrupted"] = interrupted
+    log.write_summary(summary)
+    log.close()
+    return summary
 
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.sft.lr or cfg.train.lr,
-                                  betas=cfg.train.adam_betas, weight_decay=cfg.train.weight_decay)
-    scheduler = get_scheduler("constant_with_warmup" if cfg.train.lr_schedule == "constant" else cfg.train.lr_schedule,
-                              optimizer, num_warmup_steps=cfg.train.warmup_steps, num_training_steps=cfg.train.steps)
-    data = batches(examples, cfg.sft.batch_size, cfg.train.seed)
-    bar = tqdm(total=cfg.train.steps, desc="SFT", disable=not progress, dynamic_ncols=True)
+
+def _sft_loop(setup: SFTSetup, log: RunLog, optimizer, scheduler, data, data_timer: StageTimer,
+              eval_problems: list[Problem], bar, start: float, stop: GracefulStop, progress: bool) -> str | None:
+    """The optimizer steps; returns the name of the signal that stopped them early, or None."""
+    cfg, policy = setup.config, setup.policy
     trained_seconds = 0.0  # for train.max_seconds
     for step in range(1, cfg.train.steps + 1):
+        if stop.requested:  # (during the data building or the first evaluation: nothing trained to save)
+            return stop.name
         t0 = time.perf_counter()
         metrics = sft_step(policy, optimizer, scheduler, next(data), setup.tokenizer.pad_token_id, cfg)
         extra = 0.0
@@ -296,6 +321,13 @@ def train_sft(setup: SFTSetup, progress: bool = True) -> dict:
         trained_seconds += time.perf_counter() - t0 + extra
         out_of_time = cfg.train.max_seconds is not None and trained_seconds >= cfg.train.max_seconds
         last = step == cfg.train.steps or out_of_time
+        if stop.requested and not last:  # keep this step's model, skip the evaluation
+            save_checkpoint(log.dir, step, policy, setup.tokenizer, optimizer, scheduler,
+                            {"wall_seconds": time.perf_counter() - start}, keep_last=cfg.log.keep_last)
+            metrics["time/step"] = time.perf_counter() - t0 + extra
+            metrics["wall_seconds"] = time.perf_counter() - start
+            log.log(step, metrics)
+            return stop.name
         if last or (cfg.eval.every and step % cfg.eval.every == 0):
             t_eval = time.perf_counter()
             metrics.update(_eval(setup, eval_problems, progress, "eval after SFT" if last else f"eval at step {step}"))
@@ -312,9 +344,4 @@ def train_sft(setup: SFTSetup, progress: bool = True) -> dict:
         bar.update(1)
         if out_of_time:
             break
-    bar.close()
-    summary = summarize(log.read_metrics(), time.perf_counter() - start)
-    summary["sft"] = {"source": cfg.sft.source, "teacher": setup.teacher_path, **data_stats}
-    log.write_summary(summary)
-    log.close()
-    return summary
+    return None

@@ -32,13 +32,13 @@ def test_default_study_resolves_to_the_paper_variants():
     assert (dash.train.generation_batch_size, dash.algo.filter_tau, dash.algo.beta) == (256, 0.0, 0.04)
     assert (no_kl.algo.beta, no_kl.algo.filter_tau) == (0.0, 0.0)
     # equal optimizer steps for everything but the equal-time PPO variants
-    assert {by[(v, 0)].config.train.steps for v in ("sft_h", "sft_m", "grpo", "preemptive", "dash", "dash_no_kl")} == {30}
+    assert {by[(v, 0)].config.train.steps for v in ("sft_h", "sft_m", "grpo", "preemptive", "dash", "dash_no_kl")} == {100}
     assert (by[("sft_h", 0)].kind, by[("sft_m", 0)].config.sft.source, by[("sft_h", 0)].config.sft.source) == ("sft", "teacher", "reference")
     multi, mini = by[("ppo_multi", 1)].config, by[("ppo_mini", 2)].config
     assert (multi.algo.prompts_per_step, multi.algo.updates_per_batch, multi.algo.clip_eps_low, multi.algo.beta) == (32, 3, 0.2, 0.0)
     assert (mini.algo.prompts_per_step, mini.algo.updates_per_batch, mini.train.micro_batch_size,
             mini.train.generation_batch_size) == (1, 32, 8, 8)
-    assert by[("ppo_mini", 2)].time_from == "dash_no_kl" and mini.train.steps == EQUAL_TIME_CAP * 30
+    assert by[("ppo_mini", 2)].time_from == "dash_no_kl" and mini.train.steps == EQUAL_TIME_CAP * 100
     assert (mini.train.seed, mini.log.run_dir) == (2, "/tmp/s/runs/ppo_mini/seed2")
     # every time reference runs before the runs it times
     order = [j.variant for j in jobs]

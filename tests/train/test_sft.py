@@ -189,3 +189,31 @@ def test_sft_command(tiny_model_dir, tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert main([*args[:-3], "sft.source=teacher", "sft.teacher=/no/such/model", "--overwrite"]) == 2
     assert capsys.readouterr().err == "dashrl: error: model path does not exist: /no/such/model\n"
+
+
+def test_sigterm_ends_sft_after_the_current_step_with_its_model_saved(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from dashrl.cli import main
+
+    real_step = sft.sft_step
+
+    def step_then_signal(*args, **kwargs):  # the scheduler's SIGTERM arrives during step 2
+        if step_then_signal.calls == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        step_then_signal.calls += 1
+        return real_step(*args, **kwargs)
+
+    step_then_signal.calls = 0
+    monkeypatch.setattr(sft, "sft_step", step_then_signal)
+    run = tmp_path / "cli"
+    code = main(["sft", "--no-progress", f"model.path={tiny_model_dir}", f"log.run_dir={run}", "train.steps=5",
+                 "sft.num_prompts=2", "sft.batch_size=2", "train.micro_batch_size=2", "sampling.max_new_tokens=4",
+                 "eval.num_problems=2", "eval.samples=0", "eval.ks=[1]", "log.save_every=0"])
+    err = capsys.readouterr().err
+    assert code == 143 and "SIGTERM: SFT stopped after step 2 of 5" in err and "Traceback" not in err
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_000002"  # saved though save_every=0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] == "SIGTERM" and summary["steps"] == 2
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is restored
