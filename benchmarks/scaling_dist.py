@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -63,6 +64,7 @@ def _worker(argv: list[str]) -> None:
 
 
 def _run(name: str, command: list[str], run_dir: Path, env: dict) -> dict:
+    shutil.rmtree(run_dir, ignore_errors=True)  # this script's own scratch run from an earlier call
     start = time.perf_counter()
     proc = subprocess.run(command + [f"log.run_dir={run_dir}"], env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
