@@ -313,9 +313,7 @@ class Trainer:
             self._unsynced = False
         stats, dropped = self._summed_over_processes(stats, dropped)
         if stats.rows == 0:
-            with warnings.catch_warnings():  # stepping the schedule alone is intended here
-                warnings.simplefilter("ignore", UserWarning)
-                self.scheduler.step()
+            self._advance_schedule_only()
             return {"loss": 0.0, "grad_norm": 0.0, "lr": lr, "clip_frac": 0.0, "kl": 0.0, "optimizer/skipped": 1.0,
                     "optimizer/nonfinite": 0.0}
         norm = step_normalizer(self.cfg.algo.loss_agg, stats.rows + dropped.rows, stats.tokens + dropped.tokens,
@@ -331,7 +329,7 @@ class Trainer:
             self.guard.record(finite, self.step + 1)
             if not finite:  # skip it: drop the gradients, keep the weights (the schedule still advances)
                 self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
+                self._advance_schedule_only()
                 return {"loss": 0.0, "grad_norm": 0.0, "lr": lr, "clip_frac": 0.0, "kl": 0.0,
                         "optimizer/skipped": 1.0, "optimizer/nonfinite": 1.0}
             try:
@@ -347,6 +345,12 @@ class Trainer:
         return {"loss": stats.loss_numerator / norm, "grad_norm": float(grad_norm), "lr": lr,
                 "clip_frac": stats.clipped_tokens / tokens, "kl": stats.kl_sum / tokens, "optimizer/skipped": 0.0,
                 "optimizer/nonfinite": 0.0}
+
+    def _advance_schedule_only(self) -> None:
+        """A skipped optimizer step still moves the lr schedule on (torch warns about that order; it is intended)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
 
     def _summed_over_processes(self, *parts: UpdateStats) -> list[UpdateStats]:
         """The step's statistics summed over processes (unchanged with one)."""
