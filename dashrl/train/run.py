@@ -302,7 +302,8 @@ def summarize(rows: list[dict], wall_seconds: float, stage_seconds: dict[str, fl
     """
     evals = [r for r in rows if "eval/greedy/pass@1" in r]
     steps = [r for r in rows if "time/step" in r]
-    before, after = (evals[0], evals[-1]) if evals else ({}, {})
+    before = evals[0] if evals else {}
+    after = evals[-1] if len(evals) > 1 else {}  # a run stopped before any later evaluation has no "after"
     outside = ("time/evaluation", "time/checkpoint")  # not training work: in stage_seconds
     stage_rows = [{k[5:]: v for k, v in r.items() if k.startswith("time/") and k not in ("time/step", *outside)}
                   for r in steps]
@@ -331,10 +332,11 @@ def format_summary(summary: dict) -> str:
     keys = [k for k in summary["before"] if k.endswith(("pass@1", "mean_length")) or "pass@" in k]
     lines = ["", f"{'held-out metric':<24}{'before RL':>12}{'after RL':>12}{'change':>10}"]
     for key in keys:
-        b, a = summary["before"][key], summary["after"].get(key, float("nan"))
+        b, a = summary["before"][key], summary["after"].get(key)
         scale = 1.0 if key.endswith("mean_length") else 100.0
         unit = "" if scale == 1.0 else " %"
-        lines.append(f"{key + unit:<24}{b * scale:>12.1f}{a * scale:>12.1f}{(a - b) * scale:>+10.1f}")
+        after = f"{a * scale:>12.1f}{(a - b) * scale:>+10.1f}" if a is not None else f"{'-':>12}{'-':>10}"  # (stopped)
+        lines.append(f"{key + unit:<24}{b * scale:>12.1f}{after}")
     lines.append(f"\n{summary['steps']} steps in {summary['wall_seconds']:.0f} s: training {summary['train_seconds']:.0f} s "
                  f"({summary['seconds_per_step']:.2f} s/step){_other_stages(summary.get('stage_seconds') or {})}")
     if summary.get("stopped"):

@@ -150,7 +150,7 @@ def test_signal_saves_the_step_in_progress_and_resume_finishes_the_run(signum, c
     assert "Traceback" not in err
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_000002"  # save_every=100: saved anyway
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["interrupted"] == name and summary["steps"] == 2
+    assert summary["interrupted"] == name and summary["steps"] == 2 and summary["after"] == {}
     assert signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL)  # handlers restored
     assert _resume(run, "log.save_every=2") == 0
     rows, summary, _ = _outcome(run)
@@ -478,3 +478,14 @@ def test_a_signal_stops_a_whole_study_and_its_run_is_not_taken_as_finished(tmp_p
     with pytest.raises(Interrupted) as stopped:
         raise_if_interrupted({"steps": 2, "interrupted": "SIGHUP"})
     assert stopped.value.exit_code == 129
+
+
+def test_a_run_stopped_before_any_later_evaluation_reports_no_after():
+    from dashrl.train.run import format_summary, summarize
+
+    rows = [{"step": 0, "eval/greedy/pass@1": 0.25}, {"step": 1, "time/step": 1.0}]
+    summary = summarize(rows, 2.0)
+    assert summary["before"] == {"greedy/pass@1": 0.25} and summary["after"] == {}
+    assert "greedy/pass@1 %                 25.0           -         -" in format_summary(summary)
+    rows.append({"step": 2, "time/step": 1.0, "eval/greedy/pass@1": 0.5})
+    assert summarize(rows, 3.0)["after"] == {"greedy/pass@1": 0.5}

@@ -216,4 +216,5 @@ def test_sigterm_ends_sft_after_the_current_step_with_its_model_saved(tiny_model
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_000002"  # saved though save_every=0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["interrupted"] == "SIGTERM" and summary["steps"] == 2
+    assert summary["after"] == {} and summary["before"]  # stopped before the final evaluation: no "after"
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is restored
