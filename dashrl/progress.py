@@ -35,9 +35,20 @@ def progress_bar(total: float | None = None, desc: str = "", enabled: bool = Tru
     return _tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, **kwargs)
 
 
+_LIBRARY_BARS = True  # the last set_library_progress switch, for libraries that take it per call (vLLM)
+
+
+def library_bars() -> bool:
+    """Whether libraries may draw their own bars (False after ``set_library_progress(False)``)."""
+    return _LIBRARY_BARS
+
+
 def set_library_progress(enabled: bool) -> None:
-    """Silence (or allow) the bars that transformers, the hub and the GGUF loader draw themselves."""
+    """Silence (or allow) the bars that transformers, the hub, the GGUF loader and vLLM draw themselves."""
+    global _LIBRARY_BARS
     from transformers.utils import logging as hf_logging
+
+    _LIBRARY_BARS = bool(enabled)
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # dashrl's own bar covers the stage

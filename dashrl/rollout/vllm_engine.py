@@ -44,6 +44,7 @@ import torch
 
 from dashrl.config import RolloutConfig
 from dashrl.errors import UserError
+from dashrl.progress import library_bars
 from dashrl.rollout.engine import Completion, SamplingParams
 from dashrl.rollout.hf_engine import planned_length
 
@@ -85,6 +86,7 @@ class VLLMEngine:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the worker lives here: collective_rpc calls it directly
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # dashrl prints its own progress and tables
         from vllm import LLM
+        from vllm.engine.arg_utils import EngineArgs
         from vllm.platforms import current_platform
 
         self.tokenizer = tokenizer
@@ -111,6 +113,8 @@ class VLLMEngine:
         )
         if kv_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
+        if "use_tqdm_on_load" in getattr(EngineArgs, "__dataclass_fields__", {}):  # its weight-loading bar
+            kwargs["use_tqdm_on_load"] = library_bars()
         if self.adapter:
             kwargs.update(enable_lora=True, max_loras=1,
                           max_lora_rank=next(r for r in _LORA_RANKS if r >= lora_rank))

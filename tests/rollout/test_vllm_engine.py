@@ -156,11 +156,13 @@ def _rl_overrides(model_dir, run_dir, *extra):
             "eval.num_problems=4", "eval.samples=2", "eval.ks=[1,2]", "eval.every=0", "log.progress=false", *extra]
 
 
-def test_rl_steps_on_vllm_write_metrics_with_the_mismatch_and_a_checkpoint(testbed_dir, tmp_path):
+def test_rl_steps_on_vllm_write_metrics_with_the_mismatch_and_a_checkpoint(testbed_dir, tmp_path, capfd):
     from dashrl.cli import main
 
     run = tmp_path / "run"
+    capfd.readouterr()
     assert main(["train", *_rl_overrides(testbed_dir, run, "rollout.is_correction=token"), "--no-progress"]) == 0
+    assert "Loading safetensors" not in capfd.readouterr().err  # --no-progress silences vLLM's bar too
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "time/step" in r]
     assert len(steps) == 2
