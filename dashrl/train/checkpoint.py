@@ -250,6 +250,12 @@ def load_trainer_state(
     ``load_optimizer``: loads the saved optimizer state instead (FSDP: into this process's shard).
     """
     state = torch.load(Path(ckpt_dir) / TRAINER_STATE, map_location="cpu", weights_only=False)
+    return apply_trainer_state(state, optimizer, scheduler, load_optimizer)
+
+
+def apply_trainer_state(state: dict[str, Any], optimizer: torch.optim.Optimizer | None, scheduler: Any,
+                        load_optimizer: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """``load_trainer_state`` for a state already read from disk."""
     if load_optimizer is not None and state["optimizer"] is not None:
         load_optimizer(state["optimizer"])
     elif optimizer is not None and state["optimizer"] is not None:

@@ -65,8 +65,10 @@ def read_trainer_state(ckpt: Path) -> dict[str, Any]:
     return state
 
 
-def intact_checkpoint(run_dir: Path, load_model: Callable[[Path], Any]) -> tuple[Path, Any] | None:
-    """(checkpoint, what ``load_model`` returned) for the newest checkpoint that loads; warns for each skipped."""
+def intact_checkpoint(run_dir: Path, load_model: Callable[[Path], Any]) -> tuple[Path, Any, dict] | None:
+    """(checkpoint, what ``load_model`` returned, its trainer state) for the newest checkpoint that loads.
+
+    Warns for each checkpoint skipped."""
     root = Path(run_dir) / CHECKPOINTS
     newest = latest_checkpoint(run_dir)
     candidates = [path for _, path in reversed(_step_dirs(root)) if _is_complete(path)]
@@ -75,8 +77,8 @@ def intact_checkpoint(run_dir: Path, load_model: Callable[[Path], Any]) -> tuple
         candidates.insert(0, newest)
     for i, ckpt in enumerate(candidates):
         try:
-            read_trainer_state(ckpt)
-            return ckpt, load_checkpoint_model(load_model)(ckpt)
+            state = read_trainer_state(ckpt)
+            return ckpt, load_checkpoint_model(load_model)(ckpt), state
         except DamagedCheckpoint as exc:
             fallback = f"falling back to {candidates[i + 1].name}" if i + 1 < len(candidates) else "none left"
             warn(f"checkpoint {ckpt.name} cannot be used: {exc}; {fallback}")

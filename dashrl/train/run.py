@@ -34,9 +34,9 @@ from dashrl.runlog import RunLog, make_row
 from dashrl.tasks import get_task
 from dashrl.timing import RunClock, summarize_shares
 from dashrl.models.context import check_prompt_lengths, run_problems
-from dashrl.train.checkpoint import restore_rng_states, rng_states, load_trainer_state, save_checkpoint
+from dashrl.train.checkpoint import apply_trainer_state, restore_rng_states, rng_states, save_checkpoint
 from dashrl.train.guards import NoSignalWatch, no_signal
-from dashrl.train.resume import intact_checkpoint, read_trainer_state, reconcile_metrics, warn
+from dashrl.train.resume import intact_checkpoint, reconcile_metrics, warn
 from dashrl.train.rundir import check_writable
 from dashrl.train.signals import GracefulStop
 from dashrl.train.distributed import (check_resumable, full_optimizer_state, full_state_dict, init_distributed,
@@ -65,6 +65,7 @@ class Setup:
     resume_from: Path | None
     resume_rows: list[dict] | None = None  # metrics.jsonl reconciled with resume_from
     load_seconds: float = 0.0  # prepare(): task, tokenizer, models, engine (the run's "model_load" stage)
+    resume_state: dict | None = None  # resume_from's trainer state, as read once from disk
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> Config:
@@ -99,11 +100,10 @@ def prepare(config: Config, resume: bool = False, progress: bool | None = None) 
         dist.barrier()
     seed_everything(config.train.seed + dist.rank)  # each process samples its own completions
     tokenizer = load_tokenizer(model_path)
-    checkpoint, rows = None, None
+    checkpoint, rows, state = None, None, None
     found = intact_checkpoint(run_dir, lambda ckpt: load_policy(model_path, config.model, ckpt)) if resume else None
     if found is not None:
-        checkpoint, policy = found
-        state = read_trainer_state(checkpoint)
+        checkpoint, policy, state = found
         check_resumable(state["extra"], dist.world_size, fsdp=config.dist.fsdp and dist.enabled)
         rows = reconcile_metrics(run_dir / "metrics.jsonl", state["step"], state["extra"].get("row"))
     else:
@@ -127,7 +127,7 @@ def prepare(config: Config, resume: bool = False, progress: bool | None = None) 
     trainer = Trainer(config, policy, tokenizer, engine, task, reference, dist)
     check_prompt_lengths(policy, tokenizer, trainer.format_prompt, config.sampling.max_new_tokens,
                          run_problems(task, config))
-    return Setup(config, trainer, checkpoint, rows, time.perf_counter() - start)
+    return Setup(config, trainer, checkpoint, rows, time.perf_counter() - start, resume_state=state)
 
 
 def _eval(trainer: Trainer, config: Config, problems, progress: bool = False, desc: str = "eval") -> dict:
@@ -168,7 +168,8 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
         if setup.resume_from is not None:
             load_sharded = (lambda saved: load_full_optimizer_state(trainer.policy, trainer.optimizer, saved)
                             ) if dist.fsdp else None
-            state = load_trainer_state(setup.resume_from, trainer.optimizer, trainer.scheduler, load_sharded)
+            state = apply_trainer_state(setup.resume_state, trainer.optimizer, trainer.scheduler, load_sharded)
+            setup.resume_state = None  # applied: do not keep a second copy of the optimizer state
             if "rng_by_rank" in state["extra"]:  # every process continues its own random stream
                 restore_rng_states(state["extra"]["rng_by_rank"][dist.rank])
             resume_step = trainer.step = state["step"]
@@ -202,9 +203,9 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
     saved_step = resume_step  # the step whose checkpoint is on disk
     with GracefulStop() as stop:
         def stopping() -> bool:  # every process stops at the same step
-            return bool(dist.all_sum([float(stop.requested)])[0]) if dist.enabled else stop.requested
+            return bool(dist.all_sum([float(stop.requested)])[0])
 
-        rows = log.read_metrics() if log else []
+        rows = list(setup.resume_rows or [])  # kept equal to metrics.jsonl (RunLog wrote these) from here on
         if resume_step is None:
             with clock.stage("evaluation_before"):
                 initial = _eval(trainer, config, eval_problems, progress, "eval before RL")
@@ -214,7 +215,7 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
                     log.log(0, metrics)
                 rows = [make_row(0, metrics)]
         # training seconds so far, for train.max_seconds (evaluation and checkpoints excluded, as in the summary)
-        trained_seconds = summarize(log.read_metrics(), 0.0)["train_seconds"] if log else 0.0
+        trained_seconds = summarize(rows, 0.0)["train_seconds"]
         session_seconds, steps_done, out_of_time = 0.0, 0, False
         interrupted = stopping()
         bar = progress_bar(config.train.steps, "RL", progress and dist.is_main, initial=trainer.step)
@@ -267,10 +268,8 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
         if interrupted and saved_step != trainer.step:  # stopped before its first step (initial evaluation)
             with clock.stage("checkpoint"):
                 checkpoint(rows[-1])
-        if log:
-            rows = log.read_metrics()
         final_missing = not interrupted and bool(rows) and "eval/greedy/pass@1" not in rows[-1]
-        if dist.broadcast(final_missing) if dist.enabled else final_missing:  # resumed after a stop at the end
+        if dist.broadcast(final_missing):  # resumed after a stop at the end
             with clock.stage("evaluation_after"):
                 final = _eval(trainer, config, eval_problems, progress, "eval after RL")
             if log:
