@@ -34,11 +34,17 @@ def is_finite(value: float | torch.Tensor) -> bool:
 
 
 def first_nonfinite_parameter(model: torch.nn.Module) -> str | None:
-    """The name of the first parameter holding a NaN or infinity, or None (FSDP: in this process's shard)."""
-    for name, param in model.named_parameters():
-        if param.requires_grad and not bool(torch.isfinite(local_tensor(param.detach())).all()):
-            return name
-    return None
+    """The name of the first parameter holding a NaN or infinity, or None (FSDP: in this process's shard).
+
+    One device-to-host sync for the whole model; the name is looked up only when something is wrong.
+    """
+    params = [(name, local_tensor(p.detach())) for name, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        return None
+    finite = torch.stack([torch.isfinite(t).all() for _, t in params])
+    if bool(finite.all()):
+        return None
+    return params[int((~finite).nonzero()[0])][0]
 
 
 class NonFiniteGuard:

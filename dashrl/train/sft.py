@@ -321,18 +321,12 @@ def _sft_loop(setup: SFTSetup, log: RunLog, optimizer, scheduler, data, data_tim
         trained_seconds += time.perf_counter() - t0 + extra
         out_of_time = cfg.train.max_seconds is not None and trained_seconds >= cfg.train.max_seconds
         last = step == cfg.train.steps or out_of_time
-        if stop.requested and not last:  # keep this step's model, skip the evaluation
-            save_checkpoint(log.dir, step, policy, setup.tokenizer, optimizer, scheduler,
-                            {"wall_seconds": time.perf_counter() - start}, keep_last=cfg.log.keep_last)
-            metrics["time/step"] = time.perf_counter() - t0 + extra
-            metrics["wall_seconds"] = time.perf_counter() - start
-            log.log(step, metrics)
-            return stop.name
-        if last or (cfg.eval.every and step % cfg.eval.every == 0):
+        interrupted = stop.requested and not last  # keep this step's model, skip the evaluation
+        if not interrupted and (last or (cfg.eval.every and step % cfg.eval.every == 0)):
             t_eval = time.perf_counter()
             metrics.update(_eval(setup, eval_problems, progress, "eval after SFT" if last else f"eval at step {step}"))
             metrics["time/evaluation"] = time.perf_counter() - t_eval
-        if last or (cfg.log.save_every and step % cfg.log.save_every == 0):
+        if last or interrupted or (cfg.log.save_every and step % cfg.log.save_every == 0):
             t_ckpt = time.perf_counter()
             save_checkpoint(log.dir, step, policy, setup.tokenizer, optimizer, scheduler,
                             {"wall_seconds": time.perf_counter() - start}, keep_last=cfg.log.keep_last)
@@ -342,6 +336,8 @@ def _sft_loop(setup: SFTSetup, log: RunLog, optimizer, scheduler, data, data_tim
         log.log(step, metrics)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         bar.update(1)
+        if interrupted:
+            return stop.name
         if out_of_time:
             break
     return None
