@@ -95,13 +95,14 @@ def plain_state_dict(model) -> dict[str, torch.Tensor]:
     if not is_lora(model):
         return model.state_dict()
     deltas = {f"{name}.weight": layer.get_delta_weight(_NAME) for name, layer in _lora_layers(model)}
-    state = {}
-    for key, tensor in model.get_base_model().state_dict().items():
-        if ".lora_" in key:
-            continue
-        key = key.replace(".base_layer.", ".")
-        state[key] = tensor + deltas[key].to(tensor.dtype) if key in deltas else tensor
-    return state
+    return {key: tensor + deltas[key].to(tensor.dtype) if key in deltas else tensor
+            for key, tensor in base_state_dict(model).items()}
+
+
+def base_state_dict(model) -> dict[str, torch.Tensor]:
+    """A LoRA model's frozen base weights under base-model names (adapters left out, not merged)."""
+    return {key.replace(".base_layer.", "."): tensor for key, tensor in model.get_base_model().state_dict().items()
+            if ".lora_" not in key}
 
 
 def plain_copy(model):

@@ -16,7 +16,7 @@ import weakref
 
 from dashrl.config import Config
 from dashrl.errors import UserError
-from dashrl.models.lora import is_lora, plain_copy, plain_state_dict
+from dashrl.models.lora import base_state_dict, is_lora, plain_copy, plain_state_dict, save_plain
 from dashrl.rollout.engine import Engine
 from dashrl.rollout.hf_engine import HFEngine, stop_token_ids
 
@@ -89,9 +89,4 @@ def close_engine(engine: Engine) -> None:
 
 def _save_base(policy, out_dir: str) -> None:
     """``save_pretrained`` the policy's base weights (adapters left out, not merged) as a plain model."""
-    if not is_lora(policy):
-        policy.save_pretrained(out_dir)
-        return
-    base = policy.get_base_model()
-    state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if ".lora_" not in k}
-    base.save_pretrained(out_dir, state_dict=state)
+    save_plain(policy, out_dir, state_dict=base_state_dict(policy) if is_lora(policy) else None)
