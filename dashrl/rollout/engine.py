@@ -52,6 +52,15 @@ class Completion:
     logprobs: tuple[float, ...] | None = None
 
 
+def cut_completion(tokenizer, stop_ids, prompt_ids: tuple[int, ...], ids: list[int],
+                   logprobs: list[float] | None = None) -> Completion:
+    """A completion up to and including its first stop token ("stop"), or all of ``ids`` ("length")."""
+    stop = next((i for i, t in enumerate(ids) if t in stop_ids), None)
+    ids, reason = (list(ids[: stop + 1]), "stop") if stop is not None else (list(ids), "length")
+    return Completion(prompt_ids=prompt_ids, token_ids=tuple(ids), text=tokenizer.decode(ids, skip_special_tokens=True),
+                      finish_reason=reason, logprobs=tuple(logprobs[: len(ids)]) if logprobs is not None else None)
+
+
 class Engine(Protocol):
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         """``n`` completions for each prompt: result[i] is prompt i's group of n."""

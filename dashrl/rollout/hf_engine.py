@@ -31,7 +31,7 @@ import zlib
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
-from dashrl.rollout.engine import Completion, SamplingParams
+from dashrl.rollout.engine import Completion, SamplingParams, cut_completion
 
 
 class HFEngine:
@@ -68,7 +68,7 @@ class HFEngine:
         processors = [recorder]
         max_new_tokens = sampling.max_new_tokens
         if sampling.lengths is not None:
-            lengths = [self._planned_length(p, sampling.lengths) for p in prompts for _ in range(n)]
+            lengths = [planned_length(self._planned, p, sampling.lengths) for p in prompts for _ in range(n)]
             plan = LengthPlan(lengths, input_ids.shape[1], self.eos_id, sorted(self.stop_ids))
             processors.insert(0, plan)
             max_new_tokens = max(sampling.lengths)
@@ -89,20 +89,8 @@ class HFEngine:
             groups.append([self._completion(prompt_ids, generated[i * n + j], logprobs[i * n + j]) for j in range(n)])
         return groups
 
-    def _planned_length(self, prompt: str, bounds: tuple[int, int]) -> int:
-        """The length of this prompt's next completion: drawn from a generator seeded by the prompt text and how many
-        completions of it came before, so every schedule (one call or several per group) gets the same lengths."""
-        return planned_length(self._planned, prompt, bounds)
-
     def _completion(self, prompt_ids: tuple[int, ...], ids: list[int], logprobs: list[float] | None = None) -> Completion:
-        stop = next((i for i, t in enumerate(ids) if t in self.stop_ids), None)
-        if stop is not None:
-            ids, reason = ids[: stop + 1], "stop"
-        else:
-            reason = "length"
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        kept = tuple(logprobs[: len(ids)]) if logprobs is not None else None
-        return Completion(prompt_ids=prompt_ids, token_ids=tuple(ids), text=text, finish_reason=reason, logprobs=kept)
+        return cut_completion(self.tokenizer, self.stop_ids, prompt_ids, ids, logprobs)
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         if self.shares_policy:

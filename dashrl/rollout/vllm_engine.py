@@ -45,7 +45,7 @@ import torch
 from dashrl.config import RolloutConfig
 from dashrl.errors import UserError
 from dashrl.progress import library_bars
-from dashrl.rollout.engine import Completion, SamplingParams
+from dashrl.rollout.engine import Completion, SamplingParams, cut_completion
 from dashrl.rollout.hf_engine import planned_length
 
 CPU_KV_CACHE_GIB = 1.0  # default KV cache on CPU, where vLLM would otherwise size it from all RAM
@@ -160,14 +160,7 @@ class VLLMEngine:
     def _completion(self, prompt_ids: tuple[int, ...], out) -> Completion:
         ids = list(out.token_ids)
         logprobs = [step[token].logprob for step, token in zip(out.logprobs, ids)] if out.logprobs else None
-        stop = next((i for i, t in enumerate(ids) if t in self.stop_ids), None)
-        if stop is not None:
-            ids, reason = ids[: stop + 1], "stop"
-        else:
-            reason = "length"
-        return Completion(prompt_ids=prompt_ids, token_ids=tuple(ids),
-                          text=self.tokenizer.decode(ids, skip_special_tokens=True), finish_reason=reason,
-                          logprobs=tuple(logprobs[: len(ids)]) if logprobs is not None else None)
+        return cut_completion(self.tokenizer, self.stop_ids, prompt_ids, ids, logprobs)
 
     # --------------------------------------------------------- weight sync
 
