@@ -42,6 +42,7 @@ from dashrl.errors import UserError
 from dashrl.eval.evaluate import evaluate
 from dashrl.models import load_model, load_policy, load_tokenizer, resolve_model_path
 from dashrl.rollout.engine import Engine, SamplingParams
+from dashrl.rollout.factory import push_weights
 from dashrl.rollout.hf_engine import HFEngine
 from dashrl.runlog import RunLog
 from dashrl.tasks import get_task
@@ -51,7 +52,7 @@ from dashrl.timing import StageTimer
 from dashrl.train.batch import MicroBatch, Sample, collate, split_rows
 from dashrl.train.checkpoint import save_checkpoint
 from dashrl.train.signals import GracefulStop
-from dashrl.models.lora import plain_copy, plain_state_dict
+from dashrl.models.lora import plain_copy
 from dashrl.train.trainer import completion_logprobs
 
 TESTBED_TEACHER = "testbed-teacher"
@@ -263,7 +264,7 @@ def build_examples(setup: SFTSetup, timer: StageTimer, progress: bool = True) ->
 
 
 def _eval(setup: SFTSetup, problems: list[Problem], progress: bool = False, desc: str = "eval") -> dict:
-    setup.engine.load_weights(plain_state_dict(setup.policy))
+    push_weights(setup.engine, setup.policy)
     cfg = setup.config
     result = evaluate(setup.engine, setup.task, problems, cfg.eval, cfg.sampling.max_new_tokens,
                       format_prompt=setup.format_prompt, progress=progress, desc=desc)

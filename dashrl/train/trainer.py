@@ -21,6 +21,7 @@ on the update's last pass.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -364,10 +365,8 @@ class Trainer:
         """The first pass's trainer / engine log-prob gap over every process's trained tokens."""
         if not self.dist.enabled:
             return stats
-        abs_sum, kl_sum, tokens = self.dist.all_sum([stats.mismatch_abs_sum, stats.mismatch_kl_sum,
-                                                     stats.mismatch_tokens])
-        return UpdateStats(mismatch_abs_sum=abs_sum, mismatch_abs_max=max(self.dist.gather(stats.mismatch_abs_max)),
-                           mismatch_kl_sum=kl_sum, mismatch_tokens=tokens)
+        summed = self._summed_over_processes(stats)[0]  # (a max does not add up: gathered instead)
+        return dataclasses.replace(summed, mismatch_abs_max=max(self.dist.gather(stats.mismatch_abs_max)))
 
     # -------------------------------------------------------------- metrics
 
