@@ -52,8 +52,6 @@ def check_run_dir(path: Path, resume: bool = False, overwrite: bool = False) -> 
     check_writable(path)
     if resume:
         return
-    if path.exists() and not path.is_dir():
-        raise UserError(f"log.run_dir {path} is a file, not a directory")
     if is_run_dir(path) and not overwrite:
         raise UserError(f"run directory {path} already holds a run; continue it with --resume {path}, "
                         "start over with --overwrite, or choose another log.run_dir")
