@@ -177,11 +177,18 @@ def _acc(o: Outcome) -> str:
     return f"{o.mean_accuracy * 100:.1f} ± {stdev(o.accuracy) * 100:.1f}% ({n} seeds)"
 
 
+def mean_sd(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """'52.1' for one value, '52.1 ± 1.3' (mean ± sample standard deviation) for several, '-' for none;
+    values are multiplied by ``scale`` (the default shows fractions as percentages)."""
+    if not values:
+        return "-"
+    text = f"{mean(values) * scale:.{digits}f}"
+    return text + (f" ± {stdev(values) * scale:.{digits}f}" if len(values) > 1 else "")
+
+
 def _ms(values: list[float], unit: str, digits: int = 1) -> str:
-    """'28.1 ± 0.4 unit' (mean ± sample std), or the single value."""
-    if len(values) > 1:
-        return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}{unit}"
-    return f"{mean(values):.{digits}f}{unit}"
+    """'28.1 ± 0.4 unit' (mean ± sample std), or the single value (values not scaled)."""
+    return mean_sd(values, 1.0, digits) + unit
 
 
 def _first(outcomes: dict[str, Outcome], names: tuple[str, ...]) -> Outcome | None:
