@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dashrl.errors import UserError
 
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # model.device (resolved in dashrl.models.device)
+
 
 class ConfigError(UserError):
     """A config file, key or value is wrong."""
@@ -57,7 +59,7 @@ class ModelConfig(_Section):
         "usual choice)"
     )
     device: str = Field(
-        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="where policy, reference and engine run: auto "
+        "auto", pattern=DEVICE_PATTERN, description="where policy, reference and engine run: auto "
         "(CUDA when available, else CPU), cpu, cuda (in a multi-process run: each process's local-rank GPU) or cuda:N"
     )
     lora: LoraConfig = LoraConfig()

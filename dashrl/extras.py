@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dashrl.errors import UserError
+from dashrl.tasks.records import looks_local
 
 if TYPE_CHECKING:
     from dashrl.config import Config
@@ -34,7 +35,7 @@ def _installed(module: str) -> bool:
 def _is_hub_dataset(path: str | None) -> bool:
     if path is None or Path(path).expanduser().exists():
         return False
-    return not (path.endswith((".jsonl", ".parquet")) or path.startswith((".", "/", "~")) or path.count("/") > 1)
+    return not looks_local(path)
 
 
 def needed_packages(config: "Config") -> list[tuple[str, str, str]]:

@@ -41,7 +41,11 @@ def write_atomic(path: Path, text: str) -> None:
 
 class RunLog:
     def __init__(self, run_dir: Path, config: Config, resume_step: int | None = None, rows: list[dict] | None = None):
-        """``rows``: on resume, the reconciled metrics rows (dashrl.train.resume) that replace metrics.jsonl."""
+        """``rows``: on resume, the reconciled metrics rows (dashrl.train.resume) that replace metrics.jsonl.
+
+        ``resume_step`` only says the run resumed; its caller always passes ``rows`` then, and they decide
+        what is kept. Without ``rows`` a run starts fresh (stale metrics and samples are removed).
+        """
         self.dir = run_dir
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -52,8 +56,6 @@ class RunLog:
         if rows is not None:
             self.rewrite(rows)
             self._drop_samples_after(rows[-1]["step"] if rows else -1)
-        elif resume_step is not None:
-            self._truncate_after(resume_step)
         else:
             for stale in (self.metrics_path, self.dir / "samples.jsonl"):
                 if stale.exists():
@@ -67,14 +69,6 @@ class RunLog:
             import wandb
 
             self._wandb = wandb.init(project=config.log.wandb_project, dir=str(self.dir), config=config.model_dump(mode="json"))
-
-    def _truncate_after(self, step: int) -> None:
-        """Drop lines logged after the checkpoint we resume from (they will be redone)."""
-        for path in (self.metrics_path, self.dir / "samples.jsonl"):
-            if not path.exists():
-                continue
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in kept))
 
     def _drop_samples_after(self, step: int) -> None:
         """Resume: samples of steps past the checkpoint (they will be redone) and a torn last line go."""

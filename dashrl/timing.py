@@ -28,6 +28,17 @@ def _synchronize_cuda() -> None:
         torch.cuda.synchronize()
 
 
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Add the body's wall seconds to ``seconds[name]``, even if it raises (CUDA work included)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _synchronize_cuda()
+        seconds[name] += time.perf_counter() - start
+
+
 class StageTimer:
     """Accumulates wall seconds (and optional token counts) per named stage within one step."""
 
@@ -38,12 +49,10 @@ class StageTimer:
     @contextmanager
     def stage(self, name: str, tokens: int = 0) -> Iterator[None]:
         """Time the body under ``name``; re-entering the same name accumulates."""
-        start = time.perf_counter()
         try:
-            yield
+            with _timed(self._seconds, name):
+                yield
         finally:
-            _synchronize_cuda()
-            self._seconds[name] += time.perf_counter() - start
             self._tokens[name] += tokens
 
     def add_tokens(self, name: str, tokens: int) -> None:
@@ -104,12 +113,8 @@ class RunClock:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
+        with _timed(self.seconds, name):
             yield
-        finally:
-            _synchronize_cuda()
-            self.seconds[name] += time.perf_counter() - start
 
     def add(self, name: str, seconds: float) -> None:
         self.seconds[name] += seconds
@@ -117,9 +122,6 @@ class RunClock:
     def restore(self, totals: dict[str, float]) -> None:
         for name, seconds in totals.items():
             self.seconds[name] += seconds
-
-    def total(self) -> float:
-        return sum(self.seconds.values())
 
     def totals(self) -> dict[str, float]:
         return dict(self.seconds)

@@ -19,9 +19,8 @@ import re
 
 import torch
 
+from dashrl.config import DEVICE_PATTERN
 from dashrl.errors import UserError
-
-DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 
 
 def resolve_device(spec: str, local_rank: int = 0, world_size: int = 1) -> torch.device:

@@ -42,25 +42,23 @@ _SIZE_KEYS = {"hidden", "layers", "heads", "kv_heads", "intermediate", "vocab"}
 
 def shape_config(shape: str | dict, vocab_size: int):
     """The transformers config of ``shape`` (see the module docstring); raises UserError on a bad shape."""
-    from transformers import AutoConfig, Qwen2Config
+    from transformers import AutoConfig
 
-    from dashrl.testbed.model import HEAD_DIM
+    from dashrl.testbed.model import attention_heads, testbed_config
 
     if isinstance(shape, dict):
         unknown = sorted(set(shape) - _SIZE_KEYS)
         if unknown or not {"hidden", "layers"} <= set(shape):
             raise UserError(f"bench.model_shape: needs hidden and layers, may have {', '.join(sorted(_SIZE_KEYS))}"
                             + (f"; unknown: {unknown[0]}" if unknown else ""))
-        hidden, heads = int(shape["hidden"]), int(shape.get("heads", max(1, shape["hidden"] // HEAD_DIM)))
-        kv = int(shape.get("kv_heads", max(1, heads // 2)))
+        sizes = {key: int(value) for key, value in shape.items()}
+        hidden = sizes["hidden"]
+        heads, kv = attention_heads(hidden, sizes.get("heads"), sizes.get("kv_heads"))
         if hidden % heads or heads % kv:
             raise UserError(f"bench.model_shape: hidden ({hidden}) must divide by heads ({heads}), "
                             f"and heads by kv_heads ({kv})")
-        return Qwen2Config(vocab_size=int(shape.get("vocab", vocab_size)), hidden_size=hidden,
-                           intermediate_size=int(shape.get("intermediate", 3 * hidden)),
-                           num_hidden_layers=int(shape["layers"]), num_attention_heads=heads,
-                           num_key_value_heads=kv, head_dim=hidden // heads, max_position_embeddings=4096,
-                           tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=1)
+        return testbed_config(sizes.get("vocab", vocab_size), hidden, sizes["layers"], heads, kv,
+                              sizes.get("intermediate"), max_positions=4096)
     if shape == "testbed":
         from dashrl.testbed.pretrain import PretrainSpec
 

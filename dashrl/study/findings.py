@@ -145,6 +145,11 @@ def compare(a: float, se_a: float | None, b: float, se_b: float | None) -> int |
     return 1 if a - b > margin else -1 if b - a > margin else 0
 
 
+def compare_samples(xs: list[float], ys: list[float]) -> int | None:
+    """``compare`` of the means of two samples, with their standard errors."""
+    return compare(mean(xs), standard_error(xs), mean(ys), standard_error(ys))
+
+
 def accuracy_gap(a: Outcome, b: Outcome) -> int:
     """+1 if a's mean accuracy is higher than b's by more than 2 standard errors, -1 if lower, 0 if within."""
     return compare(a.mean_accuracy, a.accuracy_se, b.mean_accuracy, b.accuracy_se)
@@ -172,11 +177,18 @@ def _acc(o: Outcome) -> str:
     return f"{o.mean_accuracy * 100:.1f} ± {stdev(o.accuracy) * 100:.1f}% ({n} seeds)"
 
 
+def mean_sd(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """'52.1' for one value, '52.1 ± 1.3' (mean ± sample standard deviation) for several, '-' for none;
+    values are multiplied by ``scale`` (the default shows fractions as percentages)."""
+    if not values:
+        return "-"
+    text = f"{mean(values) * scale:.{digits}f}"
+    return text + (f" ± {stdev(values) * scale:.{digits}f}" if len(values) > 1 else "")
+
+
 def _ms(values: list[float], unit: str, digits: int = 1) -> str:
-    """'28.1 ± 0.4 unit' (mean ± sample std), or the single value."""
-    if len(values) > 1:
-        return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}{unit}"
-    return f"{mean(values):.{digits}f}{unit}"
+    """'28.1 ± 0.4 unit' (mean ± sample std), or the single value (values not scaled)."""
+    return mean_sd(values, 1.0, digits) + unit
 
 
 def _first(outcomes: dict[str, Outcome], names: tuple[str, ...]) -> Outcome | None:
@@ -235,12 +247,10 @@ def no_kl_is_better(outcomes: dict[str, Outcome]) -> Finding:
     kl, no_kl = outcomes.get("dash"), outcomes.get("dash_no_kl")
     if kl is None or no_kl is None or not (kl.mean_length and no_kl.mean_length and kl.train_seconds and no_kl.train_seconds):
         return Finding(3, claim, "not tested", "needs dash and dash_no_kl")
-    length = compare(mean(no_kl.mean_length), standard_error(no_kl.mean_length),
-                     mean(kl.mean_length), standard_error(kl.mean_length))
+    length = compare_samples(no_kl.mean_length, kl.mean_length)
     shorter = length == -1 and mean(no_kl.mean_length) < (1 - SHORTER) * mean(kl.mean_length)
     higher = accuracy_gap(no_kl, kl) > 0
-    faster = compare(mean(no_kl.train_seconds), standard_error(no_kl.train_seconds),
-                     mean(kl.train_seconds), standard_error(kl.train_seconds)) == -1
+    faster = compare_samples(no_kl.train_seconds, kl.train_seconds) == -1
     evidence = (f"length {_ms(no_kl.mean_length, ' tokens')} vs {_ms(kl.mean_length, ' tokens')}, "
                 f"accuracy {_acc(no_kl)} vs {_acc(kl)}, "
                 f"time {_ms(no_kl.train_seconds, ' s', 0)} vs {_ms(kl.train_seconds, ' s', 0)}, without vs with KL")
@@ -260,8 +270,7 @@ def sampling_is_bottleneck(outcomes: dict[str, Outcome]) -> Finding:
     share = mean(shares)
     mostly = compare(share, standard_error(shares), 0.5, 0.0) == 1
     ratio = mean(fast.train_seconds) / mean(grpo.train_seconds)
-    cheaper = compare(mean(fast.train_seconds), standard_error(fast.train_seconds),
-                      mean(grpo.train_seconds), standard_error(grpo.train_seconds)) == -1
+    cheaper = compare_samples(fast.train_seconds, grpo.train_seconds) == -1
     evidence = (f"GRPO spends {_ms([x * 100 for x in shares], '%', 0)} of its training time sampling "
                 f"({mean(grpo.sampling_seconds):.0f} s of {mean(grpo.train_seconds):.0f} s); "
                 f"{fast.label} takes {ratio * 100:.0f}% of GRPO's time "

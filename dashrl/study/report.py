@@ -24,7 +24,7 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 import yaml
 
@@ -32,7 +32,7 @@ from dashrl.bench import SAMPLING_STAGES, UPDATE_STAGES, curve_vs_seconds, stage
 from dashrl.config import Config
 from dashrl.study import plots
 from dashrl.models.loading import TESTBED_MODELS
-from dashrl.study.findings import LABELS, TESTBED_FIDELITY, Finding, Outcome, findings
+from dashrl.study.findings import LABELS, TESTBED_FIDELITY, Finding, Outcome, findings, mean_sd
 from dashrl.study.presets import SFT_PRESETS, Job, describe
 from dashrl.study.rundir import BASE, STUDY_EVAL, load_run
 
@@ -141,17 +141,9 @@ def _label(name: str) -> str:
     return LABELS.get(name, name)
 
 
-def _stat(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    """'52.1' for one value, '52.1 ± 1.3' (mean ± sample standard deviation) for several, '-' for none."""
-    if not values:
-        return "-"
-    text = f"{mean(values) * scale:.{digits}f}"
-    return text + (f" ± {stdev(values) * scale:.{digits}f}" if len(values) > 1 else "")
-
-
 def _metric(runs: list[Run], getter, key: str, scale: float = 100.0, digits: int = 1) -> str:
     values = [m[key] for m in (getter(r) for r in runs) if m and m.get(key) is not None]
-    return _stat(values, scale, digits)
+    return mean_sd(values, scale, digits)
 
 
 def _opt_steps(run: Run) -> int:
@@ -170,7 +162,7 @@ def accuracy_table(data: dict[str, list[Run]]) -> Table:
         rows.append([_label(name), str(len(runs)) if name != BASE else "-",
                      _metric(runs, _in_dist, "greedy/pass@1"), _metric(runs, _in_dist, "sampled/pass@1"),
                      _metric(runs, _ood, "greedy/pass@1"), _metric(runs, _ood, "sampled/pass@1"),
-                     _stat([r.summary["train_seconds"] for r in trained], 1.0, 0)])
+                     mean_sd([r.summary["train_seconds"] for r in trained], 1.0, 0)])
     return Table("Accuracy in and out of distribution",
                  ["method", "seeds", "in-dist greedy pass@1 %", "in-dist sampled pass@1 %", "OOD greedy pass@1 %",
                   "OOD sampled pass@1 %", "training s"], rows,
@@ -188,10 +180,10 @@ def time_table(data: dict[str, list[Run]]) -> Table:
         stages = [stage_seconds(r.rows) for r in trained]
         total = [r.summary["train_seconds"] for r in trained]
         sampling = [sum(s.get(x, 0.0) for x in SAMPLING_STAGES) for s in stages]
-        cells = [_label(name), _stat([_opt_steps(r) for r in trained], 1.0, 0), _stat(total, 1.0, 1),
-                 _stat([t / max(_opt_steps(r), 1) for t, r in zip(total, trained)], 1.0, 2)]
+        cells = [_label(name), mean_sd([_opt_steps(r) for r in trained], 1.0, 0), mean_sd(total, 1.0, 1),
+                 mean_sd([t / max(_opt_steps(r), 1) for t, r in zip(total, trained)], 1.0, 2)]
         cells += [f"{mean(s.get(stage, 0.0) for s in stages):.1f}" for stage in STAGES]
-        cells.append(_stat([a / t for a, t in zip(sampling, total) if t > 0], 100.0, 0))
+        cells.append(mean_sd([a / t for a, t in zip(sampling, total) if t > 0], 100.0, 0))
         cells.append(f"{mean(total) / grpo_s * 100:.0f}%" if grpo_s else "-")
         rows.append(cells)
     return Table("Time per method (training seconds, total and per stage)",
@@ -210,8 +202,8 @@ def ppo_table(data: dict[str, list[Run]]) -> Table:
         algo = runs[0].config.get("algo", {})
         acc = [_in_dist(r)["greedy/pass@1"] for r in runs]
         rows.append([_label(name), str(algo.get("prompts_per_step", "-")), str(algo.get("updates_per_batch", "-")),
-                     str(len(runs)), _stat([r.summary["train_seconds"] for r in runs], 1.0, 0),
-                     _stat([_opt_steps(r) for r in runs], 1.0, 0), _stat(acc),
+                     str(len(runs)), mean_sd([r.summary["train_seconds"] for r in runs], 1.0, 0),
+                     mean_sd([_opt_steps(r) for r in runs], 1.0, 0), mean_sd(acc),
                      f"{min(acc) * 100:.1f}", f"{max(acc) * 100:.1f}",
                      f"{(max(acc) - min(acc)) * 100:.1f}" if len(acc) > 1 else "-",
                      _metric(runs, _ood, "greedy/pass@1")])
@@ -234,9 +226,9 @@ def kl_table(data: dict[str, list[Run]]) -> Table:
             tail = curve[-max(1, len(curve) // 10):]
             train_len.append(mean(y for _, y in tail) if tail else None)
         rows.append([_label(name), str(beta), _metric(runs, _in_dist, "greedy/pass@1"), _metric(runs, _ood, "greedy/pass@1"),
-                     _stat([r.summary["train_seconds"] for r in runs], 1.0, 0),
-                     _stat([stage_seconds(r.rows).get("reference", 0.0) for r in runs], 1.0, 1),
-                     _stat([x for x in train_len if x is not None], 1.0, 1),
+                     mean_sd([r.summary["train_seconds"] for r in runs], 1.0, 0),
+                     mean_sd([stage_seconds(r.rows).get("reference", 0.0) for r in runs], 1.0, 1),
+                     mean_sd([x for x in train_len if x is not None], 1.0, 1),
                      _metric(runs, _in_dist, "greedy/mean_length", 1.0)])
     return Table("KL vs no KL", ["method", "beta", "in-dist greedy pass@1 %", "OOD greedy pass@1 %", "training s",
                                  "reference-model s", "training completion length (last 10% of steps)",
@@ -245,7 +237,7 @@ def kl_table(data: dict[str, list[Run]]) -> Table:
 
 def passk_table(data: dict[str, list[Run]]) -> Table:
     ks = sorted({k for runs in data.values() for k in _passk(runs[0])})
-    rows = [[_label(name), *[_stat([_passk(r).get(k) for r in runs if k in _passk(r)]) for k in ks]]
+    rows = [[_label(name), *[mean_sd([_passk(r).get(k) for r in runs if k in _passk(r)]) for k in ks]]
             for name, runs in data.items()]
     first = next(iter(data.values()))[0].study_eval["pass_at_k"]
     return Table("pass@k in distribution", ["method", *[f"pass@{k} %" for k in ks]], rows,

@@ -25,7 +25,6 @@ checked before anything is trained.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from pydantic import ValidationError
 
 from dashrl.config import Config, ConfigError, EvalConfig, TaskConfig, load_config, to_yaml
 from dashrl.errors import UserError
+from dashrl.runlog import write_atomic
 from dashrl.study.presets import Job, plan
 from dashrl.study.report import write_report
 from dashrl.study.rundir import BASE, STUDY_EVAL
@@ -80,14 +80,8 @@ def eval_spec(config: Config) -> dict:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_records(path: Path, records: list[dict]) -> None:
-    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def evaluate_model(model_dir: str, config: Config, run_dir: Path, in_distribution: bool,
@@ -134,7 +128,7 @@ def evaluate_model(model_dir: str, config: Config, run_dir: Path, in_distributio
     out["pass_at_k"] = {"task": config.task.name, "problems": len(problems), "samples": study.passk_samples,
                         "temperature": passk_cfg.temperature, "metrics": result.metrics, "records": "eval_passk.jsonl"}
     out["seconds"] = time.perf_counter() - start
-    _write_atomic(run_dir / STUDY_EVAL, json.dumps(out, indent=2) + "\n")
+    write_atomic(run_dir / STUDY_EVAL, json.dumps(out, indent=2) + "\n")
     return out
 
 

@@ -46,12 +46,13 @@ def load_records(path: str, split: str = "train", subset: str | None = None) -> 
         if local.suffix == ".parquet":
             return Records(path, read_parquet(local, path))
         raise UserError(f"{path}: unsupported file type '{local.suffix}' (use .jsonl or .parquet)")
-    if _looks_local(path):
+    if looks_local(path):
         raise UserError(f"data file not found: {path}")
     return Records(f"{path}[{split}]", read_hub(path, split, subset))
 
 
-def _looks_local(path: str) -> bool:
+def looks_local(path: str) -> bool:
+    """True when ``path`` names a local file (by suffix or shape), not a hub id."""
     return path.endswith(FILE_SUFFIXES) or path.startswith((".", "/", "~")) or path.count("/") > 1
 
 

@@ -27,9 +27,14 @@ from dashrl.rewards.result import RewardResult
 from dashrl.tasks.base import Problem, Task
 
 
+def is_filtered(i: int, frac: float) -> bool:
+    """Whether prompt ``i`` (from 0) is filtered at rate ``frac`` (see the module docstring)."""
+    return math.floor((i + 1) * frac) > math.floor(i * frac)
+
+
 def filtered_positions(n: int, frac: float) -> list[bool]:
     """Which of the first ``n`` prompts are filtered at rate ``frac`` (see the module docstring)."""
-    return [math.floor((i + 1) * frac) > math.floor(i * frac) for i in range(n)]
+    return [is_filtered(i, frac) for i in range(n)]
 
 
 class FilterRateTask:
@@ -42,7 +47,7 @@ class FilterRateTask:
 
     def train_stream(self, seed: int) -> Iterator[Problem]:
         for i, problem in enumerate(self.inner.train_stream(seed)):
-            self._filtered[problem.id] = math.floor((i + 1) * self.frac) > math.floor(i * self.frac)
+            self._filtered[problem.id] = is_filtered(i, self.frac)
             yield problem
 
     def eval_problems(self, n: int, seed: int) -> list[Problem]:

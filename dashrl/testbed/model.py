@@ -28,26 +28,38 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, padding_side="left")
 
 
-def build_model(vocab_size: int, seed: int, hidden: int = 128, layers: int = 4) -> Qwen2ForCausalLM:
-    """A randomly initialised Qwen2 of the given width and depth: hidden // 32 heads of 32 (at least one),
-    half as many key/value heads (grouped-query attention, at least one)."""
-    import torch
+def attention_heads(hidden: int, heads: int | None = None, kv_heads: int | None = None) -> tuple[int, int]:
+    """(heads, kv_heads), by default hidden // HEAD_DIM heads (at least one) and half as many key/value heads
+    (grouped-query attention, at least one)."""
+    heads = max(1, hidden // HEAD_DIM) if heads is None else heads
+    return heads, max(1, heads // 2) if kv_heads is None else kv_heads
 
-    heads = max(1, hidden // HEAD_DIM)
 
-    config = Qwen2Config(
-        vocab_size=vocab_size,
+def testbed_config(vocab: int, hidden: int, layers: int, heads: int | None = None, kv_heads: int | None = None,
+                   intermediate: int | None = None, max_positions: int = 256) -> Qwen2Config:
+    """The testbed's Qwen2 config at this size (defaults: ``attention_heads``, intermediate 3 x hidden), with tied
+    embeddings and the byte tokenizer's pad / eos / bos ids."""
+    heads, kv_heads = attention_heads(hidden, heads, kv_heads)
+    return Qwen2Config(
+        vocab_size=vocab,
         hidden_size=hidden,
-        intermediate_size=hidden * 3,
+        intermediate_size=hidden * 3 if intermediate is None else intermediate,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
+        num_key_value_heads=kv_heads,
         head_dim=hidden // heads,
-        max_position_embeddings=256,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         pad_token_id=0,
         eos_token_id=1,
         bos_token_id=1,
     )
+
+
+def build_model(vocab_size: int, seed: int, hidden: int = 128, layers: int = 4) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2 of the given width and depth (``testbed_config``)."""
+    import torch
+
+    config = testbed_config(vocab_size, hidden, layers)
     torch.manual_seed(seed)
     return Qwen2ForCausalLM(config)
