@@ -40,11 +40,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, config: Config, resume_step: int | None = None, rows: list[dict] | None = None):
+    def __init__(self, run_dir: Path, config: Config, rows: list[dict] | None = None):
         """``rows``: on resume, the reconciled metrics rows (dashrl.train.resume) that replace metrics.jsonl.
 
-        ``resume_step`` only says the run resumed; its caller always passes ``rows`` then, and they decide
-        what is kept. Without ``rows`` a run starts fresh (stale metrics and samples are removed).
+        Without ``rows`` a run starts fresh (stale metrics and samples are removed).
         """
         self.dir = run_dir
         try:

@@ -176,7 +176,7 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
             prior_wall = state["extra"].get("wall_seconds", 0.0)
             clock.restore(state["extra"].get("stage_seconds", {}))
             trainer.skip_problems(trainer.step)
-        log = RunLog(Path(config.log.run_dir), config, resume_step, rows=setup.resume_rows) if dist.is_main else None
+        log = RunLog(Path(config.log.run_dir), config, rows=setup.resume_rows) if dist.is_main else None
         eval_problems = trainer.task.eval_problems(config.eval.num_problems, config.task.eval_seed)
 
     def wall() -> float:
