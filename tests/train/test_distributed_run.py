@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from dashrl.cli import main
+from dashrl.runlog import read_metrics
 
 pytestmark = pytest.mark.dist
 
@@ -40,7 +41,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]
 
 
 def rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(run / "metrics.jsonl")
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
