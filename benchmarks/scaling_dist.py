@@ -64,13 +64,15 @@ def _worker(argv: list[str]) -> None:
 
 
 def _run(name: str, command: list[str], run_dir: Path, env: dict) -> dict:
+    from dashrl.runlog import read_metrics
+
     shutil.rmtree(run_dir, ignore_errors=True)  # this script's own scratch run from an earlier call
     start = time.perf_counter()
     proc = subprocess.run(command + [f"log.run_dir={run_dir}"], env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run_dir / "metrics.jsonl")
     steps = [r for r in rows if "time/step" in r]
     seconds = summary["train_seconds"]
     result = {

@@ -3,24 +3,14 @@ log.progress=false (the GGUF loader's own bar included, in the CLI and the Pytho
 honours train.max_seconds, and a line when the time limit ends a run."""
 
 import pytest
-from transformers import AutoModelForCausalLM
 
 from dashrl.cli import main
 from dashrl.config import load_config
-from dashrl.models import load_tokenizer
 from dashrl.progress import set_library_progress
 from dashrl.train.run import _bar_total, format_summary, prepare, train
-from tests.models.test_loading import write_gguf
 
 FAST = ["algo.group_size=2", "algo.prompts_per_step=2", "train.micro_batch_size=2", "sampling.max_new_tokens=4",
         "eval.num_problems=2", "eval.samples=1", "eval.ks=[1]", "log.save_every=0"]
-
-
-@pytest.fixture(scope="module")
-def gguf_model(tiny_model_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
-    write_gguf(AutoModelForCausalLM.from_pretrained(tiny_model_dir), load_tokenizer(str(tiny_model_dir)), path)
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -29,24 +19,24 @@ def _restore_library_bars():
     set_library_progress(True)
 
 
-def test_bars_show_by_default_gguf_and_evaluation_included(gguf_model, tmp_path, capfd):
-    assert main(["train", f"model.path={gguf_model}", f"log.run_dir={tmp_path / 'r'}", "train.steps=1", *FAST]) == 0
+def test_bars_show_by_default_gguf_and_evaluation_included(tiny_gguf, tmp_path, capfd):
+    assert main(["train", f"model.path={tiny_gguf}", f"log.run_dir={tmp_path / 'r'}", "train.steps=1", *FAST]) == 0
     err = capfd.readouterr().err
     for bar in ("de-quantizing GGUF tensors", "eval before RL", "eval after RL", "RL: 100%"):
         assert bar in err, bar
 
 
 @pytest.mark.parametrize("switch", [["--no-progress"], ["log.progress=false"]])
-def test_no_progress_silences_every_bar_in_the_cli(gguf_model, tmp_path, capfd, switch):
-    assert main(["train", *switch, f"model.path={gguf_model}", f"log.run_dir={tmp_path / 'r'}", "train.steps=1",
+def test_no_progress_silences_every_bar_in_the_cli(tiny_gguf, tmp_path, capfd, switch):
+    assert main(["train", *switch, f"model.path={tiny_gguf}", f"log.run_dir={tmp_path / 'r'}", "train.steps=1",
                  *FAST]) == 0
-    assert main(["eval", *switch, f"model.path={gguf_model}", *FAST]) == 0
+    assert main(["eval", *switch, f"model.path={tiny_gguf}", *FAST]) == 0
     err = capfd.readouterr().err
     assert "%|" not in err and "GGUF" not in err, err
 
 
-def test_python_api_follows_log_progress(gguf_model, tmp_path, capfd):
-    config = load_config(overrides=[f"model.path={gguf_model}", f"log.run_dir={tmp_path / 'r'}", "train.steps=1",
+def test_python_api_follows_log_progress(tiny_gguf, tmp_path, capfd):
+    config = load_config(overrides=[f"model.path={tiny_gguf}", f"log.run_dir={tmp_path / 'r'}", "train.steps=1",
                                     "log.progress=false", *FAST])
     train(prepare(config))
     assert "%|" not in capfd.readouterr().err

@@ -1,15 +1,14 @@
-"""Model loading: path rules, one-line errors, dtype, and GGUF files (a tiny one written here).
+"""Model loading: path rules, one-line errors, dtype, and GGUF files (a tiny one, ``tiny_gguf`` in tests/conftest.py).
 
-The GGUF test writes the tiny testbed model with the ``gguf`` package's writer
-(float32 tensors under llama.cpp's names, the byte-level vocabulary as a 'gpt2'
-tokenizer) and checks that transformers' GGUF loader, through dashrl, gives back
-the same logits and token ids, as a plain trainable model.
+The GGUF test loads the tiny testbed model as written by conftest's ``write_gguf`` with the ``gguf`` package's
+writer (float32 tensors under llama.cpp's names, the byte-level vocabulary as a 'gpt2' tokenizer) and checks
+that transformers' GGUF loader, through dashrl, gives back the same logits and token ids, as a plain trainable
+model.
 """
 
 import json
 import shutil
 
-import gguf
 import numpy as np
 import pytest
 import torch
@@ -23,46 +22,6 @@ from dashrl.train.run import prepare
 
 FAST = ["algo.group_size=2", "algo.prompts_per_step=2", "train.micro_batch_size=2", "algo.filter_tau=null",
         "sampling.max_new_tokens=6", "eval.num_problems=2", "eval.samples=0"]
-
-
-def write_gguf(model, tokenizer, path):
-    """A float32 GGUF of a Qwen2 model with tied embeddings and a byte-level BPE tokenizer without merges."""
-    cfg = model.config
-    writer = gguf.GGUFWriter(str(path), "qwen2")
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    tokens = [t for t, i in vocab if i < cfg.vocab_size]  # not transformers' extra <|endoftext|> on reload
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(tokens)
-    writer.add_token_types([gguf.TokenType.CONTROL if t in tokenizer.all_special_tokens else gguf.TokenType.NORMAL
-                            for t in tokens])
-    writer.add_token_scores([0.0] * len(tokens))  # no merges: the loader derives none from single-byte tokens
-    writer.add_eos_token_id(tokenizer.eos_token_id)
-    writer.add_pad_token_id(tokenizer.pad_token_id)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, cfg.num_hidden_layers)
-    for key, tensor in model.state_dict().items():
-        if key == "lm_head.weight":  # tied: no output.weight in the file means tie_word_embeddings
-            continue
-        module, kind = key.rsplit(".", 1)
-        writer.add_tensor(f"{names.get_name(module)}.{kind}", tensor.detach().float().numpy().astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-@pytest.fixture(scope="session")
-def tiny_gguf(tiny_model_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
-    write_gguf(AutoModelForCausalLM.from_pretrained(tiny_model_dir), load_tokenizer(str(tiny_model_dir)), path)
-    return path
 
 
 # ------------------------------------------------------------------ paths

@@ -23,6 +23,7 @@ from dashrl.config import LoraConfig, RolloutConfig, load_config
 from dashrl.models.lora import apply_lora, plain_copy
 from dashrl.rollout.engine import SamplingParams
 from dashrl.rollout.hf_engine import HFEngine, stop_token_ids
+from dashrl.runlog import read_metrics
 from dashrl.testbed.model import build_model, build_tokenizer
 from dashrl.train.batch import Sample, collate
 from dashrl.train.checkpoint import latest_checkpoint
@@ -163,7 +164,7 @@ def test_rl_steps_on_vllm_write_metrics_with_the_mismatch_and_a_checkpoint(testb
     capfd.readouterr()
     assert main(["train", *_rl_overrides(testbed_dir, run, "rollout.is_correction=token"), "--no-progress"]) == 0
     assert "Loading safetensors" not in capfd.readouterr().err  # --no-progress silences vLLM's bar too
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run / "metrics.jsonl")
     steps = [r for r in rows if "time/step" in r]
     assert len(steps) == 2
     for r in steps:
@@ -211,7 +212,7 @@ def test_lora_rl_steps_with_adapter_sync(testbed_dir, tmp_path):
     finally:
         setup.trainer.engine.close()
     assert summary["steps"] == 2
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run / "metrics.jsonl")
     assert all(r["time/weight_sync"] > 0 for r in rows if "time/step" in r)
 
 

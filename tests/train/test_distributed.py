@@ -9,7 +9,6 @@ off and K = 2. Those take about a minute (``make test-dist``); the pure parts ru
 in the default suite.
 """
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -20,11 +19,9 @@ import pytest
 import torch
 
 from dashrl.train.distributed import Dist, imbalance, plan_rebalance, shard
+from tests.train import dist_worker
 
 HERE = Path(__file__).parent
-_spec = importlib.util.spec_from_file_location("dist_worker", HERE / "dist_worker.py")
-dist_worker = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(dist_worker)
 
 
 def free_port() -> int:

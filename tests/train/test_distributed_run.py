@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from dashrl.cli import main
+from dashrl.runlog import read_metrics
 
 pytestmark = pytest.mark.dist
 
@@ -40,7 +41,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]
 
 
 def rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(run / "metrics.jsonl")
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -67,9 +68,9 @@ def test_two_processes_write_metrics_and_checkpoints_and_resume_exactly(fsdp, ti
     state = torch.load(ckpts / "step_000003" / "trainer_state.pt", weights_only=False)
     assert state["extra"]["world_size"] == 2 and len(state["extra"]["rng_by_rank"]) == 2
     assert state["extra"]["fsdp"] == fsdp
-    final = weights(ckpts / "step_000003" / "model")
-    assert set(final) == set(weights(tiny_model_dir)) and all(not t.isnan().any() for t in final.values())
-    assert final["model.norm.weight"].shape == weights(tiny_model_dir)["model.norm.weight"].shape  # whole, not a shard
+    final, initial = weights(ckpts / "step_000003" / "model"), weights(tiny_model_dir)
+    assert set(final) == set(initial) and all(not t.isnan().any() for t in final.values())
+    assert final["model.norm.weight"].shape == initial["model.norm.weight"].shape  # whole, not a shard
 
     # go back to step 2 and redo step 3: same metrics, same weights
     shutil.rmtree(ckpts / "step_000003")
@@ -104,14 +105,19 @@ def _child_with_rank(parent: int, rank: int) -> int:
     raise AssertionError(f"no process with RANK={rank} under {parent}")
 
 
-def test_killing_one_process_fails_the_job_within_the_timeout(tiny_model_dir, tmp_path):
-    run = tmp_path / "run"
-    proc = dashrl("train", "--nproc", "2", "--no-progress", f"model.path={tiny_model_dir}", f"log.run_dir={run}",
-                  "train.steps=100000", "log.save_every=0", *FAST)
+def start_long_run(model_dir: Path, run: Path, *extra: str) -> subprocess.Popen:
+    """A 2-process run of 100000 steps, returned once it has logged 3 rows (training is under way)."""
+    proc = dashrl("train", "--nproc", "2", "--no-progress", f"model.path={model_dir}", f"log.run_dir={run}",
+                  "train.steps=100000", "log.save_every=0", *FAST, *extra)
     deadline = time.time() + 240
-    while not ((run / "metrics.jsonl").exists() and len(rows(run)) >= 3):  # training is under way
+    while len(rows(run)) < 3:  # [] until metrics.jsonl exists
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.5)
+    return proc
+
+
+def test_killing_one_process_fails_the_job_within_the_timeout(tiny_model_dir, tmp_path):
+    proc = start_long_run(tiny_model_dir, tmp_path / "run")
     os.kill(_child_with_rank(proc.pid, 1), signal.SIGKILL)
     killed = time.time()
     code, _, err = finish(proc, timeout=120)
@@ -121,14 +127,8 @@ def test_killing_one_process_fails_the_job_within_the_timeout(tiny_model_dir, tm
 
 
 def test_a_stalled_process_fails_the_job_after_the_collective_timeout(tiny_model_dir, tmp_path):
-    run = tmp_path / "run"
     timeout = 10
-    proc = dashrl("train", "--nproc", "2", "--no-progress", f"model.path={tiny_model_dir}", f"log.run_dir={run}",
-                  "train.steps=100000", "log.save_every=0", *FAST, f"dist.timeout_s={timeout}")
-    deadline = time.time() + 240
-    while not ((run / "metrics.jsonl").exists() and len(rows(run)) >= 3):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.5)
+    proc = start_long_run(tiny_model_dir, tmp_path / "run", f"dist.timeout_s={timeout}")
     stalled = _child_with_rank(proc.pid, 1)
     os.kill(stalled, signal.SIGSTOP)  # alive, sockets open, never answers
     stopped = time.time()

@@ -5,25 +5,23 @@ import math
 import torch
 
 from dashrl.algo.losses import step_normalizer
-from dashrl.config import load_config
-from dashrl.rewards.result import RewardResult
 from dashrl.timing import StageTimer
-from dashrl.train.batch import Sample, collate, split_rows
-from dashrl.train.run import prepare
+from dashrl.train.batch import collate, split_rows
 from dashrl.train.trainer import UpdateStats, completion_logprobs
+from tests.train.test_trainer import _parity_reward
+from tests.train.test_trainer import _samples as _trainer_samples
+from tests.train.test_trainer import _setup as _trainer_setup
 
 
 def _setup(tiny_model_dir, tmp_path, *overrides):
-    cfg = load_config(overrides=[f"model.path={tiny_model_dir}", f"log.run_dir={tmp_path / 'run'}",
-                                 "algo.group_size=2", "algo.prompts_per_step=2", "train.micro_batch_size=2",
-                                 "sampling.max_new_tokens=6", "sampling.temperature=0.7", *overrides])
-    return prepare(cfg, progress=False).trainer
+    """test_trainer's setup, sampling at temperature 0.7."""
+    return _trainer_setup(tiny_model_dir, tmp_path, "sampling.temperature=0.7", *overrides)
 
 
 def _samples(trainer, engine_shift=0.0):
-    """Two groups; engine log-probs = the trainer's own (at the sampling temperature) + ``engine_shift``."""
-    samples = [Sample("a", (10, 11, 12), (20, 21, 1), 1.0, 1.0), Sample("a", (10, 11, 12), (22, 1), 0.0, -1.0),
-               Sample("b", (13, 14), (23, 24, 25, 26), 1.0, 0.5), Sample("b", (13, 14), (27,), 0.0, -0.5)]
+    """test_trainer's two groups, with engine log-probs = the trainer's own (at the sampling temperature)
+    + ``engine_shift``."""
+    samples = _trainer_samples()
     mb = collate(samples, trainer.tokenizer.pad_token_id)
     with torch.no_grad():
         logp = completion_logprobs(trainer.policy, mb, trainer.cfg.sampling.temperature)
@@ -44,7 +42,7 @@ def _grads(trainer, samples):
 
 def test_hf_engine_steps_log_a_mismatch_of_zero_in_fp32(tiny_model_dir, tmp_path):
     trainer = _setup(tiny_model_dir, tmp_path, "algo.filter_tau=null")
-    trainer.task.score = lambda text, problem: RewardResult(float(sum(text.encode()) % 2), "parity")
+    trainer.task.score = _parity_reward
     metrics = trainer.train_step(trainer.next_problems())
     assert 0 <= metrics["mismatch/abs_mean"] < 1e-5 and metrics["mismatch/abs_max"] < 1e-4
     assert abs(metrics["mismatch/kl"]) < 1e-6

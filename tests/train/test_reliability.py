@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from dashrl.cli import main
+from dashrl.runlog import read_metrics
 from dashrl.train import guards
 from tests.train.crash_points import POINTS, Killed, install, raise_killed
 
@@ -44,7 +45,7 @@ def _resume(run, *extra) -> int:
 
 
 def _rows(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run / "metrics.jsonl")
     return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
 
 
@@ -234,7 +235,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(damage, tiny_m
     err = capsys.readouterr().err
     assert "dashrl: warning: checkpoint step_000002 cannot be used" in err and "falling back to step_000001" in err
     assert "Traceback" not in err
-    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1, 2, 3]
 
 
 def test_torn_last_metrics_line_is_dropped_and_a_torn_inner_line_is_refused(tiny_model_dir, tmp_path, capsys):
@@ -246,7 +247,7 @@ def test_torn_last_metrics_line_is_dropped_and_a_torn_inner_line_is_refused(tiny
     capsys.readouterr()
     assert _resume(run, "train.steps=3") == 0
     assert "line 4 is incomplete" in capsys.readouterr().err
-    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [0, 1, 2, 3]
+    assert [r["step"] for r in read_metrics(metrics)] == [0, 1, 2, 3]
     # damage in the middle: refused in one line, and config.yaml is not rewritten first
     lines = metrics.read_text().splitlines(keepends=True)
     metrics.write_text(lines[0] + lines[1][:10] + "\n" + "".join(lines[2:]))
@@ -376,7 +377,7 @@ def test_non_finite_steps_are_skipped_then_stop_after_a_few_in_a_row(tiny_model_
     monkeypatch.setattr(trainer_module.torch.nn.utils, "clip_grad_norm_", clip)
     run = tmp_path / "run"
     assert _train(tiny_model_dir, run) == 0  # one bad step: skipped and counted
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run / "metrics.jsonl")
     assert rows[2]["optimizer/nonfinite"] == 1.0 and rows[2]["optimizer/skipped"] == 1.0
     assert json.loads((run / "summary.json").read_text())["nonfinite_steps"] == 1
     _Clip.calls, bad_steps = 0, {1, 2, 3, 4, 5, 6}
@@ -426,7 +427,7 @@ def test_existing_run_dir_is_refused_and_overwrite_clears_it(tiny_model_dir, tmp
     assert "already holds a run" in capsys.readouterr().err
     assert _train(tiny_model_dir, run, "train.steps=1", "--overwrite") == 0
     assert not stale.exists()
-    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1]
 
 
 def test_default_run_dir_is_new_per_run_and_printed(tiny_model_dir, tmp_path, monkeypatch, capsys):
