@@ -1,7 +1,5 @@
 """Shared fixtures: a tiny random testbed-architecture model saved to disk, and the same model as a GGUF file."""
 
-import gguf
-import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -26,6 +24,9 @@ def tiny_model_dir(tmp_path_factory):
 
 def write_gguf(model, tokenizer, path):
     """A float32 GGUF of a Qwen2 model with tied embeddings and a byte-level BPE tokenizer without merges."""
+    import gguf  # optional: only the GGUF tests need it
+    import numpy as np
+
     cfg = model.config
     writer = gguf.GGUFWriter(str(path), "qwen2")
     writer.add_block_count(cfg.num_hidden_layers)
