@@ -249,11 +249,13 @@ def train(setup: Setup, progress: bool | None = None) -> dict | None:
             if last or interrupted or (config.log.save_every and step % config.log.save_every == 0):
                 t_ckpt = time.perf_counter()
                 with clock.stage("checkpoint"):
-                    checkpoint({**metrics, "time/step": t_ckpt - t0, "wall_seconds": wall()})
+                    checkpoint({**metrics, "time/step": step_seconds + metrics.get("time/evaluation", 0.0),
+                                "wall_seconds": wall()})
                 saved_step = step
                 metrics["time/checkpoint"] = time.perf_counter() - t_ckpt
             with clock.stage("logging"):
-                metrics["time/step"] = time.perf_counter() - t0
+                # the step with its evaluation and checkpoint; the run's own bookkeeping is in "logging"
+                metrics["time/step"] = step_seconds + metrics.get("time/evaluation", 0.0) + metrics.get("time/checkpoint", 0.0)
                 metrics["wall_seconds"] = wall()
                 if log:
                     log.log(step, metrics)
